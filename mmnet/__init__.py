@@ -4,6 +4,7 @@ Layers: `mmnet.backbones` -> `mmnet.components` -> `mmnet.model` -> `mmnet.match
 `mmnet.eval` and `mmnet.loss` beside them.
 """
 
+from . import pretrained  # noqa: F401  (registers the released weights)
 from .backbones import BackboneSpec, list_backbones, register_backbone
 from .components import SEM, CorrelationHead, CrossScaleFusion, LocalSelfAttention, MatchingComplement
 from .errors import CheckpointError, DatasetError, InputError, MMNetError, UnknownModelError, WeightsNotFoundError

@@ -7,6 +7,7 @@ and builds the model without ImageNet backbone weights since the checkpoint over
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 from dataclasses import dataclass
@@ -66,6 +67,17 @@ def _offline(local_files_only: bool) -> bool:
     return local_files_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
 
+def _released_dir(local_dir: str) -> Path:
+    """A weights folder: absolute, or inside `mmnet.weights` (installed) / the checkout's `weights/`."""
+    path = Path(local_dir)
+    if path.is_absolute():
+        return path
+    try:
+        return Path(str(importlib.resources.files("mmnet.weights"))) / path
+    except ModuleNotFoundError:  # running from a source checkout (e.g. torch.hub source="local")
+        return Path(__file__).resolve().parents[1] / "weights" / path
+
+
 def _source(name_or_path: str | Path) -> _Source:
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -75,11 +87,8 @@ def _source(name_or_path: str | Path) -> _Source:
         return _Source(hub_id=name[len(HUB_PREFIX):])
     if is_registered(name):
         cfg = get_pretrained_cfg(name)
-        if cfg.local_dir is not None:
-            local = Path(cfg.local_dir)
-            local = local if local.is_absolute() else Path(__file__).parent / local
-            if local.exists():
-                return _Source(local=local, sha256=cfg.sha256)
+        if cfg.local_dir is not None and (local := _released_dir(cfg.local_dir)).exists():
+            return _Source(local=local, sha256=cfg.sha256)
         if cfg.hub_id is None:
             raise WeightsNotFoundError(f"{name}: the registered weights are not on disk and have no hub id "
                                        f"({cfg.notes or 'see docs/'})")

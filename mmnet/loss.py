@@ -36,7 +36,9 @@ def soft_target(grid_points: torch.Tensor, grid_size: Sequence[int]) -> torch.Te
     ys = torch.stack([y.floor(), y.floor() + 1], -1).clamp(max=h - 1)
     cx, cy = xs[..., None, :].expand(b, n, 2, 2), ys[..., :, None].expand(b, n, 2, 2)
     dist = torch.hypot(cx - x[..., None, None], cy - y[..., None, None]).clamp(min=1e-5)
-    weight = (1 / dist).flatten(2)
+    distinct = (xs[..., None, :] != xs[..., None, :1]) | (torch.arange(2, device=xs.device) == 0)
+    distinct = distinct & ((ys[..., :, None] != ys[..., :1, None]) | (torch.arange(2, device=ys.device) == 0)[:, None])
+    weight = (distinct / dist).flatten(2)  # a corner clamped onto another one counts once
     weight = weight / weight.sum(-1, keepdim=True)
     index = (cy * w + cx).flatten(2).long()
     target = torch.zeros(b * n, h * w, device=grid_points.device).scatter_add_(1, index.view(b * n, 4),

@@ -1,0 +1,31 @@
+"""torch.hub entry points: ``torch.hub.load("<owner>/mmnet", "mmnet_efficientnet_lite2", pretrained=True)``.
+
+Every registered architecture is an entry point; ``pretrained=True`` loads its first registered weights
+(or the ones named by ``tag=``), ``pretrained=False`` builds it fresh. ``matcher`` returns a ready `Matcher`.
+"""
+
+dependencies = ["torch", "timm", "huggingface_hub", "safetensors", "numpy", "PIL"]
+
+import mmnet as _mmnet  # noqa: E402
+
+
+def _entry(arch: str):
+    def load(pretrained: bool = True, tag: str | None = None, **kwargs):
+        name = f"{arch}.{tag}" if tag else arch
+        if pretrained or tag:
+            return _mmnet.create_model(name, pretrained=True)
+        return _mmnet.create_model(name, **kwargs)
+
+    load.__name__ = arch
+    load.__doc__ = (f"MMNet `{arch}`. pretrained=True loads registered weights (tag= picks one); "
+                    "pretrained=False builds it fresh (kwargs: pretrained_backbone, MMNetConfig fields).")
+    return load
+
+
+def matcher(name: str = "mmnet_efficientnet_lite2.cub_photos", **kwargs):
+    """A ready `mmnet.Matcher` for registered weights, a hub repo id or a folder (kwargs go to Matcher)."""
+    return _mmnet.Matcher.from_pretrained(name, **kwargs)
+
+
+for _arch in _mmnet.list_models():
+    globals()[_arch] = _entry(_arch)
