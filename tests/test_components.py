@@ -125,6 +125,7 @@ def test_matching_complement_rows_equal_full_volume_rows():
     full = MatchingComplement()(volumes)
     cells = torch.tensor([[0, 23], [7, 13]])  # on the fine 4x6 grid
     coarse_cells = (cells // 6 // 2) * 3 + (cells % 6) // 2
-    rows = [torch.stack([v[b].flatten(0, 1)[c[b]] for b in range(2)]) for v, c in zip(volumes, [coarse_cells, cells])]
+    rows = [torch.stack([v[b].flatten(0, 1)[c[b]] for b in range(2)])
+            for v, c in zip(volumes, [coarse_cells, cells], strict=True)]
     out = MatchingComplement().rows(rows)
     torch.testing.assert_close(out[1], torch.stack([full[1][b].flatten(0, 1)[cells[b]] for b in range(2)]))

@@ -88,7 +88,7 @@ def test_mismatched_checkpoint_lists_keys(saved, tmp_path):
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match="config.json is missing"):
+    with pytest.raises(WeightsNotFoundError, match=r"config\.json is missing"):
         mmnet.from_pretrained(tmp_path)
     with pytest.raises(UnknownModelError, match="neither a file, a folder"):
         mmnet.from_pretrained("no_such_thing")

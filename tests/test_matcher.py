@@ -30,7 +30,7 @@ def test_match_returns_target_pixels_and_scores(matcher):
     assert (result.keypoints[:, 0] >= -0.5).all() and (result.keypoints[:, 0] <= width - 0.5).all()
     assert (result.keypoints[:, 1] >= -0.5).all() and (result.keypoints[:, 1] <= height - 0.5).all()
     assert ((result.scores > 0) & (result.scores <= 1)).all()
-    keypoints, scores = result  # unpacks like a tuple
+    keypoints, _ = result  # unpacks like a tuple
     assert torch.equal(keypoints, result.keypoints)
 
 
