@@ -35,6 +35,19 @@ def fit_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x
 
 
+def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest up-sampling of the last two dims (..., h, w) -> (..., *size) by integer ratios.
+
+    Output cell j reads input cell ``min(j // ratio, h - 1)``, the same rule as `nearest_indices`.
+    """
+    h, w = x.shape[-2:]
+    ry, rx = max(1, round(size[0] / h)), max(1, round(size[1] / w))
+    if (ry, rx) != (1, 1):
+        lead = x.shape[:-2]
+        x = x[..., :, None, :, None].expand(*lead, h, ry, w, rx).reshape(*lead, h * ry, w * rx)
+    return fit_to(x, size)
+
+
 class SEM(nn.Module):
     """Scale enhancement module: a 3x3 conv, three dilated 3x3 branches summed with it, a 1x1 projection.
 
@@ -144,10 +157,8 @@ class MatchingComplement(nn.Module):
         """Full volumes, coarse to fine, each (B, hs, ws, ht, wt) -> accumulated volumes, same shapes."""
         out = [volumes[0]]
         for volume in volumes[1:]:
-            prior = self._prior(out[-1])
-            for dim, size in enumerate(volume.shape[1:], start=1):
-                index = nearest_indices(size, prior.shape[dim], prior.device)
-                prior = prior.index_select(dim, index)
+            prior = upsample_nearest(self._prior(out[-1]), volume.shape[3:])  # target grid
+            prior = upsample_nearest(prior.permute(0, 3, 4, 1, 2), volume.shape[1:3]).permute(0, 3, 4, 1, 2)
             out.append(volume + prior)
         return out
 
@@ -156,9 +167,5 @@ class MatchingComplement(nn.Module):
         finest cells map to under nearest up-sampling; returns the accumulated rows, same shapes."""
         out = [rows[0]]
         for row in rows[1:]:
-            h, w = row.shape[-2:]
-            prior = self._prior(out[-1])
-            prior = prior.index_select(2, nearest_indices(h, prior.shape[2], prior.device))
-            prior = prior.index_select(3, nearest_indices(w, prior.shape[3], prior.device))
-            out.append(row + prior)
+            out.append(row + upsample_nearest(self._prior(out[-1]), row.shape[-2:]))
         return out

@@ -129,3 +129,12 @@ def test_matching_complement_rows_equal_full_volume_rows():
             for v, c in zip(volumes, [coarse_cells, cells], strict=True)]
     out = MatchingComplement().rows(rows)
     torch.testing.assert_close(out[1], torch.stack([full[1][b].flatten(0, 1)[cells[b]] for b in range(2)]))
+
+
+@pytest.mark.parametrize(("small", "big"), [((3, 5), (6, 10)), ((4, 5), (7, 9)), ((4, 4), (4, 4))])
+def test_upsample_nearest_follows_nearest_indices(small, big):
+    from mmnet.components import upsample_nearest
+
+    x = torch.randn(2, 3, *small)
+    expected = x.index_select(2, nearest_indices(big[0], small[0])).index_select(3, nearest_indices(big[1], small[1]))
+    torch.testing.assert_close(upsample_nearest(x, big), expected)
