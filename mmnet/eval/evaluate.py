@@ -1,0 +1,73 @@
+"""Run a matcher over a benchmark dataset and score it with PCK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from mmnet.data.base import PairDataset
+from mmnet.errors import InputError
+from mmnet.eval.pck import check_threshold, score_pair
+from mmnet.eval.results import EvalResult, PairScore
+
+
+class SupportsMatch(Protocol):
+    def match(self, source: Image.Image, target: Image.Image, keypoints: Any) -> Any: ...
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+
+
+def _numpy(points: Any) -> np.ndarray:
+    """An (N, 2) array from a numpy array or a torch tensor (on any device)."""
+    if hasattr(points, "detach"):
+        points = points.detach().cpu().numpy()
+    return np.asarray(points, dtype=np.float64)
+
+
+def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequence[float] = (0.05, 0.1, 0.15),
+             threshold: str | None = None, frame: tuple[int, int] | None = None, progress: bool = True,
+             limit: int | None = None, name: str | None = None) -> EvalResult:
+    """PCK of `matcher` on the first `limit` pairs of `dataset` (all when None).
+
+    For each pair: `matcher.match(src_image, tgt_image, src_kps)` with PIL RGB images (decoded on first
+    pixel access, so a matcher that needs only sizes stays cheap; closed afterwards) and the (N_valid, 2)
+    float32 valid source keypoints in source pixels; `.keypoints` of the answer ((N_valid, 2) array or tensor,
+    target pixels) is scored. `threshold` defaults to the dataset's ("img" PF-PASCAL, "bbox-kp" PF-WILLOW,
+    "bbox" SPair-71k and CUB); `frame` (H, W) evaluates in an anisotropically resized target frame.
+    Pairs without a valid keypoint are not matched and are excluded from the means. `dataset` is an
+    `mmnet.data` dataset or any sized object with `load(i) -> (src_image, tgt_image, PairRecord)`.
+    """
+    threshold = threshold or getattr(dataset, "default_threshold", None)
+    if threshold is None:
+        raise InputError(f"{type(dataset).__name__} has no default PCK threshold: pass threshold=")
+    check_threshold(threshold)
+    if not alphas or any(a <= 0 for a in alphas):
+        raise InputError(f"alphas must be a non-empty list of positive numbers, got {alphas!r}")
+    if frame is not None and (len(frame) != 2 or min(frame) <= 0):
+        raise InputError(f"frame must be (height, width) in pixels, got {frame!r}")
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    label = name or getattr(matcher, "name", type(matcher).__name__)
+    scores: list[PairScore] = []
+    start = time.perf_counter()
+    data_name, root = getattr(dataset, "name", type(dataset).__name__), getattr(dataset, "root", None)
+    for i in tqdm(range(count), desc=f"{label} on {data_name}", disable=not progress, unit="pair"):
+        src, tgt, rec = dataset.load(i, lazy=True) if isinstance(dataset, PairDataset) else dataset.load(i)
+        with src, tgt:
+            if rec.n_valid:
+                pred = _numpy(matcher.match(src, tgt, rec.src_kps[rec.valid]).keypoints)
+                distances, length = score_pair(pred, rec, threshold, frame)
+            else:
+                distances, length = np.zeros(0), float("nan")
+        scores.append(PairScore(i, _relative(rec.src_path, root), _relative(rec.tgt_path, root), rec.category,
+                                distances, length, dict(rec.flags)))
+    return EvalResult(scores, alphas=alphas, threshold=threshold, frame=None if frame is None else tuple(frame),
+                      dataset=data_name, split=getattr(dataset, "split", ""), model=label,
+                      seconds=time.perf_counter() - start)
