@@ -88,3 +88,11 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in readme
+
+
+def test_packaging_lists_every_subpackage():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {"mmnet"} | {f"mmnet.{p.parent.name}" for p in (REPO / "mmnet").glob("*/__init__.py")}
+    assert listed == on_disk | {"mmnet.weights"}
