@@ -116,7 +116,7 @@ def load_mat(path: Path) -> dict[str, Any]:
     try:
         from scipy.io import loadmat
     except ImportError as exc:
-        raise ImportError(f"reading {path.name} needs scipy: pip install scipy") from exc
+        raise ImportError(f"reading {path.name} needs scipy: pip install 'mmnet[data]'") from exc
     return loadmat(path)
 
 
