@@ -94,7 +94,8 @@ class Matcher:
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         preset: ``"default"`` or ``"official"`` readout; keyword `readout` fields override it.
         input_size: (H, W) the images are resized to (default: the checkpoint's).
-        amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA.
+        amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA, except with the
+            official readout, which runs in float32 like the official test.
         chunk_size: source cells per step in dense flow.
     """
 
@@ -111,7 +112,8 @@ class Matcher:
         if preset == "official":
             preprocess = replace(preprocess, size=(224, 320), antialias=False)
         self.preprocess: PreprocessConfig = replace(preprocess, size=tuple(input_size)) if input_size else preprocess
-        self.amp = self.device.type == "cuda" if amp is None else amp
+        # the official readout is a hard argmax over raw scores: keep it in float32 (as the official test) by default
+        self.amp = (self.device.type == "cuda" and self.readout != PRESETS["official"]) if amp is None else amp
         self.chunk_size = chunk_size
         if not -model.num_levels <= self.readout.level < model.num_levels:
             raise InputError(f"level {self.readout.level} out of range for {model.num_levels} levels")
@@ -175,9 +177,10 @@ class Matcher:
         conv, size = self.readout.convention, self.preprocess.size
         padded = torch.zeros(len(points), n, 2, device=self.device)
         inside = torch.zeros(len(points), n, dtype=torch.bool, device=self.device)
+        lo = 0.0 if conv == "corner" else -0.5  # the image spans [0, W] in corner coordinates, [-0.5, W - 0.5] else
         for i, (p, (h, w)) in enumerate(zip(points, src_sizes, strict=True)):
             padded[i, : len(p)] = pixels_to_grid(p.to(self.device), (h, w), size, conv)
-            inside[i, : len(p)] = (p[:, 0] >= -0.5) & (p[:, 0] <= w - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] <= h - 0.5)
+            inside[i, : len(p)] = (p[:, 0] >= lo) & (p[:, 0] <= w + lo) & (p[:, 1] >= lo) & (p[:, 1] <= h + lo)
         with self._autocast():
             src_feats, tgt_feats = self.model.pair_features(src, tgt)
             src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
