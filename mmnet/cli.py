@@ -77,6 +77,7 @@ def _cmd_flow(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from .hub import released_dir
     from .registry import get_pretrained_cfg, list_models
 
     print("architectures:")
@@ -85,8 +86,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print("pretrained weights:")
     for name in list_models(args.filter, pretrained=True):
         cfg = get_pretrained_cfg(name)
-        where = f"bundled ({cfg.local_dir})" if cfg.local_dir else f"hub {cfg.hub_id}"
+        if cfg.local_dir:
+            folder = released_dir(cfg.local_dir)
+            where = str(folder) if folder.exists() else f"{folder} (not there yet)"
+        else:
+            where = f"hub {cfg.hub_id}"
         print(f"  {name}  [{where}; licence {cfg.license}]")
+        if cfg.notes and not (cfg.local_dir and released_dir(cfg.local_dir).exists()):
+            print(f"      {cfg.notes}")
     return 0
 
 

@@ -67,7 +67,7 @@ def _offline(local_files_only: bool) -> bool:
     return local_files_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
 
-def _released_dir(local_dir: str) -> Path:
+def released_dir(local_dir: str) -> Path:
     """A weights folder: absolute, or inside `mmnet.weights` (installed) / the checkout's `weights/`."""
     path = Path(local_dir)
     if path.is_absolute():
@@ -87,7 +87,7 @@ def _source(name_or_path: str | Path) -> _Source:
         return _Source(hub_id=name[len(HUB_PREFIX):])
     if is_registered(name):
         cfg = get_pretrained_cfg(name)
-        if cfg.local_dir is not None and (local := _released_dir(cfg.local_dir)).exists():
+        if cfg.local_dir is not None and (local := released_dir(cfg.local_dir)).exists():
             return _Source(local=local, sha256=cfg.sha256)
         if cfg.hub_id is None:
             raise WeightsNotFoundError(f"{name}: the registered weights are not on disk and have no hub id "
