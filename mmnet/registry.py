@@ -28,7 +28,6 @@ class PretrainedCfg:
     hub_id: str | None = None
     revision: str | None = None
     local_dir: str | None = None
-    filename: str = "model.safetensors"
     sha256: str | None = None
     input_size: tuple[int, int] = (224, 320)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -96,3 +96,12 @@ def test_packaging_lists_every_subpackage():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {"mmnet"} | {f"mmnet.{p.parent.name}" for p in (REPO / "mmnet").glob("*/__init__.py")}
     assert listed == on_disk | {"mmnet.weights"}
+
+
+def test_viz_pictures(tmp_path):
+    from mmnet import viz
+
+    points = [[127, 66], [155, 66]]
+    figure = viz.plot_matches(SRC, TGT, points, [[117, 103], [float("nan"), 0]], correct=[True, False], title="t")
+    assert viz.save(figure, tmp_path / "m.png").stat().st_size > 1000
+    assert viz.save(viz.plot_keypoints(SRC, points, ["eye", "eye"]), tmp_path / "k.png").stat().st_size > 1000
