@@ -47,7 +47,7 @@ def test_flow_writes_npy_and_picture(checkpoint, tmp_path):
                  "--out", str(png)]) == 0
     import numpy as np
 
-    assert np.load(npy).shape == (2, 320, 320) and png.stat().st_size > 1000
+    assert np.load(npy).shape == (2, 224, 224) and png.stat().st_size > 1000
 
 
 def test_errors_are_one_line_with_exit_code_2(checkpoint, capsys):

@@ -14,7 +14,7 @@ from mmnet.images import load_image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SRC, TGT = EXAMPLES / "astronaut.jpg", EXAMPLES / "grace_hopper.jpg"
-KPTS = [[150.0, 120.0], [200.0, 125.0], [170.0, 180.0], [0.0, 0.0], [319.0, 319.0]]
+KPTS = [[91.0, 98.0], [136.0, 98.0], [114.0, 137.0], [0.0, 0.0], [223.0, 223.0]]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_batch_equals_single_and_handles_ragged_pairs(matcher):
 
 
 def test_outside_points_are_nan_with_zero_score(matcher):
-    result = matcher.match(SRC, TGT, [[-5.0, 10.0], [10.0, 10.0], [10.0, 400.0]])
+    result = matcher.match(SRC, TGT, [[-5.0, 10.0], [10.0, 10.0], [10.0, 300.0]])
     assert torch.isnan(result.keypoints[[0, 2]]).all() and torch.isfinite(result.keypoints[1]).all()
     assert result.scores[[0, 2]].tolist() == [0.0, 0.0]
 
@@ -140,7 +140,7 @@ def test_flow_layout_and_consistency_with_match(matcher):
 def test_warp_has_target_size(matcher):
     warped = matcher.warp(SRC, TGT)
     assert warped.shape == (3, *load_image(TGT).shape[1:])
-    identity = mmnet.warp_image(load_image(SRC), torch.zeros(2, 320, 320))
+    identity = mmnet.warp_image(load_image(SRC), torch.zeros(2, 224, 224))
     torch.testing.assert_close(identity, load_image(SRC), atol=1e-5, rtol=0)
 
 
