@@ -29,3 +29,24 @@ def matcher(name: str = "mmnet_efficientnet_lite2.cub_photos", **kwargs):
 
 for _arch in _mmnet.list_models():
     globals()[_arch] = _entry(_arch)
+
+
+def scot(backbone: str = "efficientnet_lite2", **kwargs):
+    """A training-free SCOT matcher (`mmnet.scot.ScotMatcher`, same API as `Matcher`) on a registered backbone;
+    kwargs (device, layers, iterations, ...) go to it."""
+    from mmnet.scot import ScotMatcher
+
+    return ScotMatcher.from_pretrained(f"scot_{backbone}", **kwargs)
+
+
+def _scot_entry(backbone: str):
+    def load(**kwargs):
+        return scot(backbone, **kwargs)
+
+    load.__name__ = f"scot_{backbone}"
+    load.__doc__ = f"SCOT matcher on {backbone} (`mmnet.scot.ScotMatcher`); kwargs go to it."
+    return load
+
+
+for _backbone in _mmnet.list_backbones():
+    globals()[f"scot_{_backbone}"] = _scot_entry(_backbone)

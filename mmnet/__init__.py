@@ -13,6 +13,7 @@ from .loss import mmnet_loss
 from .matcher import FlowResult, Matcher, MatchResult, ReadoutConfig, warp_image
 from .model import MMNet, MMNetConfig
 from .registry import PretrainedCfg, create_model, list_models, register_pretrained
+from .scot import ScotMatcher
 from .version import __version__
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MatchingComplement",
     "PretrainedCfg",
     "ReadoutConfig",
+    "ScotMatcher",
     "UnknownModelError",
     "WeightsNotFoundError",
     "__version__",

@@ -123,6 +123,10 @@ class Matcher:
                         cache_dir: str | Path | None = None, local_files_only: bool = False,
                         **kwargs: Any) -> Matcher:
         """Load weights (registered name, hub repo id, folder or file) and wrap them; kwargs go to `Matcher`."""
+        if isinstance(name_or_path, str) and name_or_path.startswith("scot_"):  # training-free SCOT, same API
+            from .scot import ScotMatcher  # lazy: mmnet.scot imports this module
+
+            return ScotMatcher.from_pretrained(name_or_path, local_files_only=local_files_only, **kwargs)
         model = from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
                                 local_files_only=local_files_only)
         return cls(model, **kwargs)
