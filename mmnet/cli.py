@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .matcher import Matcher
 
 DEFAULT_MODEL = "mmnet_efficientnet_lite2.cub_photos"
-_EXTENSIONS = ("mmnet.eval.command", "mmnet.convert")
+_EXTENSIONS = ("mmnet.eval.command", "mmnet.convert", "mmnet.train.cli")
 
 
 def parse_keypoints(text: str) -> list[tuple[float, float]]:

@@ -35,3 +35,23 @@ def _register_official(tag: str, filename: str, dataset: str, reported: dict[str
 _register_official("pfpascal_official", "ckp_pascal_fcnres101.pth", "pfpascal",
                    {"pfpascal_pck@0.05": 81.1, "pfpascal_pck@0.10": 91.6, "pfpascal_pck@0.15": 95.9})
 _register_official("spair_official", "ckp_spair_fcnres101.pth", "spair", {"spair_pck@0.10": 50.4})
+
+
+# -- Trained here: EfficientNet-Lite2 MMNet on CUB-200-2011 (classes 1-50) pairs + synthetic warps of photos ---------
+# Model card: weights/mmnet_efficientnet_lite2.cub_photos/README.md (data terms, training command, evaluation commands).
+register_pretrained("mmnet_efficientnet_lite2.cub_photos", PretrainedCfg(
+    local_dir="mmnet_efficientnet_lite2.cub_photos",
+    sha256="a7c4fc1525b0ec6b5c95c7ec71854a975254f847641090bf50eef4c3e5fdfe16",
+    input_size=(224, 320),
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    license="other: non-commercial research only (CUB-200-2011 and ImageNet terms)",
+    datasets=("cub-200-2011", "imagenet-1k (backbone)", "photos: imagenet-sample, coco128, caltech101"),
+    metrics={
+        "cub_cls001-050_test_sameclass_seed0": {"pck@0.05": 51.5, "pck@0.1": 76.8, "pck@0.15": 86.1,
+                                                "pairs": 5000, "threshold": "bbox", "mean": "per-pair"},
+        "pf-willow-dev": {"pck@0.05": 32.8, "pck@0.1": 56.9, "pck@0.15": 72.7, "pairs": 270,
+                          "threshold": "bbox-kp", "mean": "per-pair"},
+        "measured": "2026-11-23, mmnet eval defaults (original pixels), commands in the model card",
+    },
+    notes="trained on a 2-core CPU for 49 minutes (1,400 steps of 4 pairs); see the model card"))

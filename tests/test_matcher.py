@@ -155,3 +155,15 @@ def test_official_preset_quantises_to_cell_corners():
         mmnet.Matcher(model, preset="nope")
     with pytest.raises(InputError, match="out of range"):
         mmnet.Matcher(model, level=7)
+
+
+def test_released_weights_match_the_example_faces():
+    """The bundled weights on the embedded pair: hand-annotated eyes, nose and mouth (examples/keypoints.json)."""
+    import json
+
+    points = json.loads((EXAMPLES / "keypoints.json").read_text())
+    matcher = mmnet.Matcher.from_pretrained("mmnet_efficientnet_lite2.cub_photos", device="cpu")
+    result = matcher.match(SRC, TGT, points["astronaut.jpg"])
+    errors = (result.keypoints - torch.tensor(points["grace_hopper.jpg"], dtype=torch.float32)).norm(dim=1)
+    assert errors.max() < 25 and errors.mean() < 15  # measured 2026-11-23: 4, 9, 13, 21 px on a 217x240 image
+    assert (result.scores[:2] > 0.5).all()

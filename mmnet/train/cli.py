@@ -1,0 +1,186 @@
+"""``python -m mmnet.train`` (also ``torchrun ... -m mmnet.train``): train or fine-tune an MMNet.
+
+Examples::
+
+    python -m mmnet.train --dataset cub --pairs trn_pairs_cub_cls001-050_sameclass_seed0.csv \\
+        --photos photos --synthetic-ratio 0.3 --steps 2000 --out runs/cub
+    python -m mmnet.train --csv my_pairs.csv --image-root my_images --init mmnet_efficientnet_lite2.cub_photos
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmnet.errors import MMNetError
+from mmnet.train.pairs import Augment, CsvPairs, MixedPairs, SupervisedPairs, default_data_root
+from mmnet.train.synthetic import SyntheticPairs, WarpConfig
+from mmnet.train.trainer import TrainConfig, Trainer, init_distributed
+
+DATASET_FOLDERS = {"cub": "cub-200-2011-cls001-050", "pf-pascal": "pf-pascal", "pf-willow": "pf-willow-dev",
+                   "spair": "spair-71k"}
+
+
+def _root(name: str, root: str | None, data_root: Path) -> Path:
+    if root:
+        return Path(root).expanduser()
+    return data_root / DATASET_FOLDERS.get(name, name)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="python -m mmnet.train", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="mmnet_efficientnet_lite2", help="architecture mmnet_<backbone>")
+    m.add_argument("--init", help="start from these MMNet weights (registered name, folder or hub id)")
+    m.add_argument("--no-pretrained-backbone", action="store_true", help="random backbone (tests only)")
+    d = p.add_argument_group("data")
+    d.add_argument("--data-root", help="benchmark folder (default $MMNET_DATA or ../shared/data)")
+    d.add_argument("--dataset", help="mmnet.data dataset name: cub, pf-pascal, spair, pf-willow")
+    d.add_argument("--dataset-root", help="the dataset's own folder (default <data-root>/<usual folder>)")
+    d.add_argument("--split", default="trn")
+    d.add_argument("--pairs", help="pair list of the dataset (e.g. CUB's trn_pairs_...csv)")
+    d.add_argument("--csv", help="custom csv of keypoint pairs (source_image,target_image,XA,YA,XB,YB[,flip])")
+    d.add_argument("--image-root", help="folder the custom csv's image paths are relative to")
+    d.add_argument("--photos", nargs="*", default=[], help="photo folders for synthetic warped pairs "
+                   "(relative paths are looked up in --data-root)")
+    d.add_argument("--synthetic-ratio", type=float, default=None,
+                   help="fraction of synthetic pairs when mixed with supervised ones (default 0.3; 1 when only "
+                        "photos are given)")
+    d.add_argument("--epoch-length", type=int, help="samples per epoch of a mixture (default: supervised size)")
+    d.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="default 224 320")
+    d.add_argument("--max-kps", type=int, default=20)
+    d.add_argument("--no-augment", action="store_true")
+    d.add_argument("--tps", type=float, default=0.05, help="thin-plate-spline strength of synthetic warps")
+    v = p.add_argument_group("validation")
+    v.add_argument("--val-dataset", help="dataset for periodic PCK (e.g. cub, pf-willow)")
+    v.add_argument("--val-root")
+    v.add_argument("--val-split", default="test")
+    v.add_argument("--val-pairs")
+    v.add_argument("--val-limit", type=int, default=100)
+    v.add_argument("--val-every", type=int, default=0)
+    t = p.add_argument_group("optimisation")
+    for name, default in TrainConfig().to_dict().items():
+        if name in ("extra", "val_every"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            t.add_argument(flag, type=lambda s: s.lower() in {"1", "true", "yes"}, default=default, metavar="BOOL")
+        else:
+            t.add_argument(flag, type=type(default), default=default)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="run folder (log.csv, last.pt, best/)")
+    r.add_argument("--resume", default="auto", help="checkpoint to resume from; 'auto' (default): out/last.pt "
+                   "if it exists; 'none': start over")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    r.add_argument("--device")
+    r.add_argument("--release", help="write the final weights here with save_pretrained (fp16)")
+    r.add_argument("--release-best", action="store_true", help="release the best validated weights instead")
+    r.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def build_data(args: argparse.Namespace, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]):
+    data_root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+    augment = Augment.none() if args.no_augment else Augment()
+    sources = []
+    if args.dataset:
+        from mmnet.data import load_dataset
+
+        dataset = load_dataset(args.dataset, _root(args.dataset, args.dataset_root, data_root), split=args.split,
+                               pairs=args.pairs)
+        sources.append(SupervisedPairs(dataset, size, mean, std, args.max_kps, augment, args.seed))
+    if args.csv:
+        sources.append(SupervisedPairs(CsvPairs(args.csv, args.image_root), size, mean, std, args.max_kps,
+                                       augment, args.seed))
+    synthetic = None
+    if args.photos:
+        folders = [Path(f) if Path(f).is_dir() else data_root / f for f in args.photos]
+        synthetic = SyntheticPairs(folders, size, mean, std, n_points=args.max_kps,
+                                   warp=WarpConfig(tps=args.tps), seed=args.seed)
+    if not sources and synthetic is None:
+        raise MMNetError("no training data: give --dataset, --csv and/or --photos")
+    if synthetic is None:
+        return sources[0] if len(sources) == 1 else MixedPairs(sources, [1.0] * len(sources),
+                                                               length=sum(map(len, sources)), seed=args.seed)
+    if not sources:
+        return synthetic
+    ratio = 0.3 if args.synthetic_ratio is None else args.synthetic_ratio
+    weights = [(1 - ratio) / len(sources)] * len(sources) + [ratio]
+    length = args.epoch_length or int(sum(map(len, sources)) / max(1e-6, 1 - ratio))
+    return MixedPairs([*sources, synthetic], weights, length=length, seed=args.seed)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `train` subcommand (same flags as ``python -m mmnet.train``) to an argparse subparsers object."""
+    p = subparsers.add_parser("train", help="train or fine-tune an MMNet (see docs/training.md)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    build_parser(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed `train` command line."""
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        rank, _ = init_distributed()
+        config = TrainConfig(**{k: getattr(args, k) for k in TrainConfig().to_dict() if k not in ("extra",)
+                                if hasattr(args, k)})
+        config.extra = {"argv": list(argv)}
+        from mmnet.registry import create_model
+
+        torch.manual_seed(config.seed)
+        if args.init:
+            from mmnet.hub import from_pretrained
+
+            model = from_pretrained(args.init)
+        else:
+            model = create_model(args.model, pretrained_backbone=not args.no_pretrained_backbone)
+        size = tuple(args.size) if args.size else tuple(model.preprocess.size)
+        data = build_data(args, size, model.preprocess.mean, model.preprocess.std)
+        validate = None
+        if args.val_dataset and args.val_every:
+            from mmnet.data import load_dataset
+            from mmnet.train.validate import pck_validator
+
+            data_root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+            val = load_dataset(args.val_dataset, _root(args.val_dataset, args.val_root, data_root),
+                               split=args.val_split, pairs=args.val_pairs)
+            validate = pck_validator(val, limit=args.val_limit)
+        config.val_every = args.val_every
+        trainer = Trainer(model, data, config, args.out, validate=validate, device=args.device,
+                          progress=not args.no_progress)
+        resume = None if args.resume == "none" else args.resume
+        result = trainer.fit(resume=resume)
+        if rank == 0:
+            print(json.dumps(result))
+            if args.release:
+                from mmnet.hub import from_pretrained, save_pretrained
+
+                final = from_pretrained(Path(args.out) / "best") if args.release_best else model
+                save_pretrained(final, args.release, dtype=torch.float16,
+                                extra={"training": {"command": "python -m mmnet.train " + " ".join(argv),
+                                                    "steps": result["step"]}})
+                print(f"released {args.release}")
+    except MMNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,30 @@
+"""Periodic validation: PCK of the model being trained on a (fixed subset of a) benchmark dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mmnet.model import MMNet
+
+
+def pck_validator(dataset: Any, alpha: float = 0.1, limit: int | None = 100, threshold: str | None = None,
+                  alphas: Sequence[float] = (0.05, 0.1, 0.15), **matcher_kwargs: Any):
+    """A `Trainer` validator: ``model -> {"pck@alpha": ..., "pck@a": ...}`` on the first `limit` pairs of
+    `dataset` (an `mmnet.data` dataset) with `mmnet.eval.evaluate` and a `Matcher` around the model
+    (per-pair mean, the dataset's default threshold unless `threshold` is given). The first entry is the one
+    the trainer keeps the best checkpoint by."""
+    from mmnet.eval.evaluate import evaluate
+    from mmnet.matcher import Matcher
+
+    alphas = tuple(dict.fromkeys((alpha, *alphas)))
+
+    def validate(model: MMNet) -> dict[str, float]:
+        device = next(model.parameters()).device
+        matcher = Matcher(model, device=device, **matcher_kwargs)
+        result = evaluate(matcher, dataset, alphas=alphas, threshold=threshold, progress=False, limit=limit,
+                          name="validation")
+        values = result.pck(alphas)
+        return {f"pck@{a:g}": round(float(v), 3) for a, v in zip(alphas, values, strict=True)}
+
+    return validate

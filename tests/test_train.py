@@ -1,0 +1,270 @@
+"""Training: synthetic-warp ground truth, pair adapters, loss going down, exact resume, DDP on gloo."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmnet.loss import mmnet_loss
+from mmnet.registry import create_model
+from mmnet.train import (
+    Augment,
+    CsvPairs,
+    MixedPairs,
+    SupervisedPairs,
+    SyntheticPairs,
+    TrainConfig,
+    Trainer,
+    WarpConfig,
+    collate,
+    lr_factor,
+)
+from mmnet.train.synthetic import RandomWarp, apply_homography, homography_from_points
+
+SIZE = (64, 96)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these tiny models gain nothing from more, and on a loaded machine extra threads
+    spin-wait for each other (orders of magnitude slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _smooth_image(rng: np.random.Generator, h: int = 120, w: int = 160) -> np.ndarray:
+    """A smooth random RGB image (low-frequency noise), uint8."""
+    coarse = torch.from_numpy(rng.uniform(0, 1, (1, 3, 6, 8))).float()
+    return (F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0].clamp(0, 1)
+            .permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(_smooth_image(rng)).save(folder / f"p{i}.png")
+    return folder
+
+
+def _bilinear(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Sample (C, H, W) at pixel xy (N, 2) -> (N, C)."""
+    h, w = image.shape[-2:]
+    grid = torch.stack([(2 * points[:, 0] + 1) / w - 1, (2 * points[:, 1] + 1) / h - 1], -1)
+    return F.grid_sample(image[None], grid.view(1, 1, -1, 2), align_corners=False)[0, :, 0].T
+
+
+def test_homography_maps_corners() -> None:
+    src = np.array([[0, 0], [95, 0], [95, 63], [0, 63]], float)
+    dst = src + np.random.default_rng(1).uniform(-8, 8, src.shape)
+    h = homography_from_points(src, dst)
+    assert torch.allclose(apply_homography(h, torch.from_numpy(src)), torch.from_numpy(dst), atol=1e-6)
+
+
+def test_warp_points_agree_with_warped_image() -> None:
+    """A coordinate image warped with T holds T(p) at every target pixel p that lands inside."""
+    rng = np.random.default_rng(0)
+    h, w = SIZE
+    warp = RandomWarp.sample(SIZE, rng, WarpConfig(tps=0.05))
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    coords = torch.stack([xs, ys, torch.ones_like(xs)])
+    warped = warp.warp_image(coords)
+    p = torch.from_numpy(rng.uniform([0, 0], [w - 1, h - 1], (200, 2))).float()
+    q = warp(p)
+    inside = (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
+    sampled = _bilinear(warped, p[inside])
+    # points whose 4 neighbouring target pixels all come from inside the source (third channel 1): the
+    # coordinate image is linear, so bilinear sampling reproduces T(p) up to the warp's small curvature
+    full = sampled[:, 2] > 0.9999
+    assert full.sum() > 50
+    assert torch.allclose(sampled[full, :2], q[inside][full], atol=0.05)
+
+
+def test_synthetic_pairs_keypoints_match_pixels(photo_dir: Path) -> None:
+    """Without colour jitter, src at src_kps and tgt at tgt_kps show the same colour (either role order)."""
+    data = SyntheticPairs(photo_dir, size=SIZE, n_points=30, warp=WarpConfig(jitter=0.0), seed=3)
+    for index in range(4):
+        s = data[index]
+        v = s["valid"]
+        assert v.sum() >= 4 and not v[v.sum():].any()  # valid rows first, then padding
+        assert torch.all(s["src_kps"][~v] == 0)
+        a, b = _bilinear(s["src"], s["src_kps"][v]), _bilinear(s["tgt"], s["tgt_kps"][v])
+        assert (a - b).abs().mean() < 0.03
+    again = SyntheticPairs(photo_dir, size=SIZE, n_points=30, warp=WarpConfig(jitter=0.0), seed=3)[2]
+    assert all(torch.equal(again[k], data[2][k]) for k in again)  # pure function of (seed, epoch, index)
+
+
+def _write_csv(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(_smooth_image(rng, 100, 150)).save(folder / "a.png")
+    Image.fromarray(_smooth_image(rng, 80, 60)).save(folder / "b.png")
+    path = folder / "pairs.csv"
+    path.write_text("source_image,target_image,XA,YA,XB,YB,flip\n"
+                    "a.png,b.png,10;149;50,20;99;nan,5;59;30,6;79;40,0\n"
+                    "b.png,a.png,1;2,3;4,5;6,7;8,1\n")
+    return path
+
+
+def test_csv_pairs_scaled_and_padded(tmp_path: Path) -> None:
+    data = CsvPairs(_write_csv(tmp_path))
+    assert len(data) == 2 and data[0].valid.tolist() == [True, True, False]
+    sample = SupervisedPairs(data, size=SIZE, max_kps=5, augment=Augment.none())[0]
+    assert sample["valid"].tolist() == [True, True, False, False, False]
+    # pixel centres are scaled: x' = (x + 0.5) * W'/W - 0.5
+    assert torch.allclose(sample["src_kps"][1], torch.tensor([149.5 * 96 / 150 - 0.5, 99.5 * 64 / 100 - 0.5]))
+    assert torch.allclose(sample["tgt_kps"][1], torch.tensor([59.5 * 96 / 60 - 0.5, 79.5 * 64 / 80 - 0.5]))
+    assert torch.all(sample["src_kps"][2:] == 0) and sample["src"].shape == (3, *SIZE)
+    flipped = SupervisedPairs(data, size=SIZE, max_kps=5, augment=Augment.none())[1]  # csv flip=1
+    assert torch.allclose(flipped["src_kps"][0, 0], torch.tensor((60 - 1 - 1) * 96 / 60 + 0.5 * 96 / 60 - 0.5))
+
+
+def test_cub_adapter_flip_swaps_parts(data_root: Path) -> None:
+    from mmnet.data import load_dataset
+
+    ds = load_dataset("cub", data_root / "cub-200-2011-cls001-050", split="trn",
+                      pairs="trn_pairs_cub_cls001-050_sameclass_seed0.csv")
+    plain = SupervisedPairs(ds, max_kps=15, augment=Augment.none())[0]
+    mirrored = SupervisedPairs(ds, max_kps=15, augment=Augment(flip=1.0, crop=0.0, jitter=0.0))[0]
+    assert torch.allclose(mirrored["src"], plain["src"].flip(-1), atol=1e-5)
+    rec = ds[0]
+    expected = ds.mirror(rec)
+    assert mirrored["valid"].sum() == plain["valid"].sum() == rec.n_valid
+    first = int(np.flatnonzero(expected.valid)[0])
+    scale = 320 / expected.src_size[1]
+    assert abs(float(mirrored["src_kps"][0, 0]) - ((expected.src_kps[first, 0] + 0.5) * scale - 0.5)) < 1e-3
+
+
+def test_mixed_pairs_and_collate(photo_dir: Path, tmp_path: Path) -> None:
+    sup = SupervisedPairs(CsvPairs(_write_csv(tmp_path)), size=SIZE, max_kps=8)
+    syn = SyntheticPairs(photo_dir, size=SIZE, n_points=8)
+    mixed = MixedPairs([sup, syn], [0.5, 0.5], length=20)
+    batch = collate([mixed[i] for i in range(6)])
+    assert batch["src"].shape == (6, 3, *SIZE) and batch["valid"].shape[1] <= 8
+    assert batch["valid"].any(1).all()
+    assert lr_factor(0, TrainConfig(warmup=10)) == pytest.approx(0.1)
+    assert lr_factor(999, TrainConfig(steps=1000, warmup=10, min_lr_ratio=0.0)) < 1e-4
+
+
+class _Fixed:
+    def __init__(self, samples: list[dict[str, torch.Tensor]]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.samples[index]
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+def _tiny_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("mmnet_resnet18", pretrained_backbone=False, channels=8, sem_channels=8)
+
+
+def test_training_reduces_loss(photo_dir: Path, tmp_path: Path) -> None:
+    syn = SyntheticPairs(photo_dir, size=SIZE, n_points=10, seed=0)
+    fixed = _Fixed([syn[i] for i in range(2)])
+    batch = collate(fixed.samples)
+    model = _tiny_model()
+
+    def loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(mmnet_loss(model, batch["src"], batch["tgt"], batch["src_kps"], batch["tgt_kps"],
+                                    batch["valid"]))
+
+    before = loss()
+    config = TrainConfig(steps=20, batch_size=2, lr=3e-3, warmup=0, train_backbone="frozen", checkpoint_minutes=0,
+                         log_every=5)
+    Trainer(model, fixed, config, tmp_path / "run", progress=False).fit()
+    after = loss()
+    assert after < 0.85 * before  # the soft targets put a floor under the BCE: 0.73 here
+    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 5  # header + steps 5, 10, 15, 20
+
+
+def test_frozen_backbone_stays_fixed(photo_dir: Path, tmp_path: Path) -> None:
+    model = _tiny_model()
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    syn = SyntheticPairs(photo_dir, size=SIZE, n_points=6, seed=0)
+    config = TrainConfig(steps=2, batch_size=2, train_backbone="frozen", checkpoint_minutes=0)
+    trainer = Trainer(model, syn, config, tmp_path / "run", progress=False)
+    assert {g["name"] for g in trainer.optimizer.param_groups} == {"head", "head_no_decay"}
+    trainer.fit()
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.items())  # incl. BN stats
+    last = Trainer(_tiny_model(), syn, TrainConfig(train_backbone="last1"), tmp_path / "r2", progress=False)
+    trainable = {n.split(".")[2] for n, p in last.model.named_parameters() if p.requires_grad and "backbone" in n}
+    assert trainable == {"layer4"}
+
+
+def test_resume_is_bit_identical(photo_dir: Path, tmp_path: Path) -> None:
+    def make(seed: int) -> Trainer:
+        sup = SupervisedPairs(CsvPairs(_write_csv(tmp_path)), size=SIZE, max_kps=6)
+        syn = SyntheticPairs(photo_dir, size=SIZE, n_points=6, seed=1)
+        data = MixedPairs([sup, syn], [0.5, 0.5], length=6, seed=1)
+        config = TrainConfig(steps=4, batch_size=1, accumulate=2, lr=1e-3, warmup=1, train_backbone="frozen",
+                             checkpoint_minutes=0, seed=5)
+        return Trainer(_tiny_model(seed), data, config, tmp_path / f"run{seed}", progress=False)
+
+    straight = make(0)
+    straight.fit()
+    first = make(0)
+    first.fit(stop_at=2)  # 6 batches per epoch: steps 3-4 continue epoch 0, step 4 starts epoch 1
+    assert first.step == 2
+    resumed = make(7)  # another init: everything must come from the checkpoint
+    resumed.out_dir = first.out_dir
+    resumed.fit(resume="auto")
+    assert resumed.step == 4
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.optimizer.state_dict()["state"][0]["exp_avg"].equal(
+        resumed.optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, photos: str, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        syn = SyntheticPairs(photos, size=SIZE, n_points=6, seed=0)
+        config = TrainConfig(steps=2, batch_size=1, lr=1e-3, warmup=0, train_backbone="frozen",
+                             checkpoint_minutes=0)
+        trainer = Trainer(_tiny_model(rank), syn, config, out, progress=False)  # rank 1 starts different...
+        torch.distributed.barrier()
+        trainer.fit()
+        torch.save(trainer.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gloo_two_processes(photo_dir: Path, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(photo_dir), str(tmp_path)), nprocs=2, join=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    # ...but DDP broadcasts rank 0's weights and averages gradients, so both end identical
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    init = _tiny_model(0).state_dict()
+    assert any(not torch.equal(a[k], init[k]) for k in a)
+    assert (tmp_path / "last.pt").is_file()
