@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from timing import measure
 
 import mmnet
 from mmnet.geometry import bilinear_cells, blend_rows, pixels_to_grid, soft_argmax_readout
@@ -57,22 +55,8 @@ def run_case(backbone: str, size: tuple[int, int], mode: str, repeats: int, devi
     }[mode]
     with torch.inference_mode():
         matcher.match(src, tgt, kpts[:1])  # warm-up: allocator, backbone
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            work()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1000)
-    if device.startswith("cuda"):
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return {"ms": statistics.median(times), "peak_mb": peak_mb}
+        ms, peak_mb = measure(work, repeats, device)
+    return {"ms": ms, "peak_mb": peak_mb}
 
 
 def main() -> None:

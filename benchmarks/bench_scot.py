@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from timing import measure
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CASES = [  # (label, backbone, layers or None for the default, pretrained)
@@ -51,22 +49,8 @@ def run_case(backbone: str, layers: str | None, pretrained: bool, iterations: in
     src, tgt = EXAMPLES / "astronaut.jpg", EXAMPLES / "grace_hopper.jpg"
     kpts = torch.rand(20, 2) * 400
     matcher.match(src, tgt, kpts)  # warm-up
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matcher.match(src, tgt, kpts)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return {"ms": 1000 * statistics.median(times), "peak_mib": peak, "sinkhorn_updates": used[-1],
+    ms, peak = measure(lambda: matcher.match(src, tgt, kpts), repeats, device)
+    return {"ms": ms, "peak_mib": peak, "sinkhorn_updates": used[-1],
             "layers": list(matcher.config.layers)}
 
 

@@ -23,7 +23,7 @@ import time
 import torch
 
 from mmnet.geometry import bilinear_cells, blend_rows, pixels_to_grid
-from mmnet.loss import mmnet_loss, soft_target
+from mmnet.loss import mmnet_loss, soft_target, softmax_bce
 from mmnet.registry import create_model
 
 
@@ -41,11 +41,8 @@ def dense_loss(model, src, tgt, src_kps, tgt_kps, valid, convention="center"):
             cells, weights = bilinear_cells(pixels_to_grid(a_kps, a_img, a_grid, convention), a_grid)
             flat = vol.reshape(b, a_grid[0] * a_grid[1], *b_grid)
             rows = torch.gather(flat, 1, cells.flatten(1)[..., None, None].expand(-1, -1, *b_grid))
-            log_p = blend_rows(rows, weights).flatten(2).float().log_softmax(dim=2)
-            q = soft_target(pixels_to_grid(b_kps, b_img, b_grid, convention), b_grid).flatten(2)
-            log_not_p = torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
-            bce = -(q * log_p + (1 - q) * log_not_p).sum(dim=2)
-            total = total + (bce * valid).sum() / len(src_kps)
+            target = soft_target(pixels_to_grid(b_kps, b_img, b_grid, convention), b_grid)
+            total = total + (softmax_bce(blend_rows(rows, weights), target) * valid).sum() / len(src_kps)
     return total
 
 

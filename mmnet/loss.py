@@ -47,6 +47,14 @@ def soft_target(grid_points: torch.Tensor, grid_size: Sequence[int]) -> torch.Te
     return blurred.view(b, n, h, w)
 
 
+def softmax_bce(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE between softmax(scores) over each map and a soft target, summed over cells: (B, N, h, w) x2 -> (B, N)."""
+    log_p = scores.flatten(2).float().log_softmax(dim=2)
+    q = target.flatten(2)
+    log_not_p = torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
+    return -(q * log_p + (1 - q) * log_not_p).sum(dim=2)
+
+
 def _direction_loss(model: MMNet, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor],
                     src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor,
                     src_size: Sequence[int], tgt_size: Sequence[int], convention: Convention) -> torch.Tensor:
@@ -55,11 +63,8 @@ def _direction_loss(model: MMNet, src_feats: list[torch.Tensor], tgt_feats: list
         src_grid, tgt_grid = src_feats[level].shape[-2:], tgt_feats[level].shape[-2:]
         cells, weights = bilinear_cells(pixels_to_grid(src_kps, src_size, src_grid, convention), src_grid)
         rows = model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), level)[-1]
-        log_p = blend_rows(rows, weights).flatten(2).float().log_softmax(dim=2)
-        q = soft_target(pixels_to_grid(tgt_kps, tgt_size, tgt_grid, convention), tgt_grid).flatten(2)
-        log_not_p = torch.log1p(-log_p.exp().clamp(max=1 - 1e-7))
-        bce = -(q * log_p + (1 - q) * log_not_p).sum(dim=2)
-        total = total + (bce * valid).sum() / len(src_kps)
+        target = soft_target(pixels_to_grid(tgt_kps, tgt_size, tgt_grid, convention), tgt_grid)
+        total = total + (softmax_bce(blend_rows(rows, weights), target) * valid).sum() / len(src_kps)
     return total
 
 
