@@ -99,3 +99,10 @@ def soft_argmax_readout(scores: torch.Tensor, window: int = 5) -> tuple[torch.Te
     xy = (weights.unsqueeze(-1) * pos).sum(dim=2)
     mass = (local - flat.logsumexp(dim=2, keepdim=True)).exp().sum(dim=2)
     return xy, mass
+
+
+def gaussian_kernel(size: int, sigma: float, device: torch.device | None = None) -> torch.Tensor:
+    """Normalised 2-D Gaussian (size, size) centred on the middle cell."""
+    r = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+    return g / g.sum()

@@ -14,17 +14,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .geometry import Convention, bilinear_cells, blend_rows, pixels_to_grid
+from .geometry import Convention, bilinear_cells, blend_rows, gaussian_kernel, pixels_to_grid
 from .model import MMNet
 
 GAUSSIAN_SIGMA = 3 / (2 * 2.354)
-
-
-def gaussian_kernel(sigma: float = GAUSSIAN_SIGMA, device: torch.device | None = None) -> torch.Tensor:
-    """Normalised 3x3 Gaussian, (1, 1, 3, 3)."""
-    d = torch.arange(-1, 2, device=device, dtype=torch.float32)
-    g = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma**2))
-    return (g / g.sum()).view(1, 1, 3, 3)
 
 
 def soft_target(grid_points: torch.Tensor, grid_size: Sequence[int]) -> torch.Tensor:
@@ -43,7 +36,8 @@ def soft_target(grid_points: torch.Tensor, grid_size: Sequence[int]) -> torch.Te
     index = (cy * w + cx).flatten(2).long()
     target = torch.zeros(b * n, h * w, device=grid_points.device).scatter_add_(1, index.view(b * n, 4),
                                                                                weight.view(b * n, 4))
-    blurred = F.conv2d(target.view(b * n, 1, h, w), gaussian_kernel(device=grid_points.device), padding=1)
+    blurred = F.conv2d(target.view(b * n, 1, h, w), gaussian_kernel(3, GAUSSIAN_SIGMA, grid_points.device)[None, None],
+                       padding=1)
     return blurred.view(b, n, h, w)
 
 

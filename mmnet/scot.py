@@ -60,7 +60,7 @@ from torch import nn
 from .backbones import Backbone, BackboneSpec, _read_packaged, _rename_efficientnet_pytorch, get_backbone_spec
 from .backbones import list_backbones as _list_backbones
 from .errors import InputError, UnknownModelError, WeightsNotFoundError
-from .geometry import rescale_points
+from .geometry import gaussian_kernel, rescale_points
 from .images import ImageLike, PreprocessConfig, load_image, prepare
 from .matcher import FlowResult, MatchResult, _as_points
 
@@ -154,13 +154,6 @@ def cell_centres(grid: Sequence[int], size: Sequence[int], device: Any = None) -
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * width / w - 0.5
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * height / h - 0.5
     return xs, ys
-
-
-def gaussian_kernel(size: int = 7, sigma: float = 1.0) -> torch.Tensor:
-    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-r**2 / (2 * sigma**2))
-    k = g[:, None] * g[None, :]
-    return k / k.sum()
 
 
 def hough_votes(mass: torch.Tensor, src_grid: Sequence[int], tgt_grid: Sequence[int], src_size: Sequence[int],

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 import mmnet
 from mmnet.backbones import Backbone, get_backbone_spec, list_backbones
 from mmnet.errors import CheckpointError, UnknownModelError, WeightsNotFoundError
-from mmnet.geometry import pixels_to_grid
-from mmnet.loss import gaussian_kernel, mmnet_loss, soft_target
+from mmnet.geometry import gaussian_kernel, pixels_to_grid
+from mmnet.loss import GAUSSIAN_SIGMA, mmnet_loss, soft_target
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_sparse_rows_equal_full_volume(tiny):
 
 def test_soft_target_hand_computed():
     target = soft_target(torch.tensor([[[2.0, 1.0]]]), (3, 5))  # exactly on a cell: one-hot, then blurred
-    kernel = gaussian_kernel()[0, 0]
+    kernel = gaussian_kernel(3, GAUSSIAN_SIGMA)
     torch.testing.assert_close(target[0, 0, 0:3, 1:4], kernel)
     assert target.sum().item() == pytest.approx(1.0, abs=1e-5)
     edge = soft_target(torch.tensor([[[4.0, 2.0]]]), (3, 5))  # bottom-right corner: clamped corners count once
@@ -112,7 +112,7 @@ def _reference_loss(model, src, tgt, src_kps, tgt_kps, valid):
                     weights = {c: 1 / max(((c[0] - tx) ** 2 + (c[1] - ty) ** 2) ** 0.5, 1e-5) for c in corners}
                     for (cx, cy), wgt in weights.items():
                         q[cy, cx] += wgt / sum(weights.values())
-                    q = F.conv2d(q[None, None], gaussian_kernel(), padding=1).flatten()
+                    q = F.conv2d(q[None, None], gaussian_kernel(3, GAUSSIAN_SIGMA)[None, None], padding=1).flatten()
                     total = total - (q * p.log() + (1 - q) * (1 - p).log()).sum() / len(vol)
     return total
 
