@@ -186,7 +186,7 @@ class Matcher:
             padded[i, : len(p)] = pixels_to_grid(p.to(self.device), (h, w), size, conv)
             inside[i, : len(p)] = (p[:, 0] >= lo) & (p[:, 0] <= w + lo) & (p[:, 1] >= lo) & (p[:, 1] <= h + lo)
         with self._autocast():
-            src_feats, tgt_feats = self.model.pair_features(src, tgt)
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
             src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             cells, weights = bilinear_cells(pixels_to_grid(padded, size, src_grid, conv), src_grid)
             rows = self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
@@ -210,7 +210,7 @@ class Matcher:
         src, src_sizes = self._inputs(sources)
         tgt, tgt_sizes = self._inputs(targets)
         with self._autocast():
-            src_feats, tgt_feats = self.model.pair_features(src, tgt)
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
             (h, w), tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
             read = [self._read(self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1])

