@@ -154,17 +154,20 @@ class Backbone(nn.Module):
 
 
 def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec) -> None:
-    """Load ImageNet weights into the timm model `net`: from a package when the spec has one, else timm's hub."""
+    """Load ImageNet weights into the timm model `net` (with its classifier when `net` has one): from a package when
+    the spec has one, else timm's hub."""
     if spec.packaged_weights is not None:
         state = _read_packaged(spec.packaged_weights, spec.name)
         state = _rename_efficientnet_pytorch(state, net)
-        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, strict=True)
+        keep_head = getattr(net, "num_classes", 0) > 0
+        net.load_state_dict({k: v for k, v in state.items() if keep_head or not k.startswith("classifier.")},
+                            strict=True)
         return
     if spec.timm_pretrained_tag is None:
         raise WeightsNotFoundError(f"backbone {spec.name!r} has no pretrained weights")
     try:
         reference = timm.create_model(f"{spec.timm_name}.{spec.timm_pretrained_tag}", pretrained=True,
-                                      num_classes=0, **spec.timm_kwargs)
+                                      num_classes=getattr(net, "num_classes", 0), **spec.timm_kwargs)
     except Exception as exc:  # timm raises many types for a failed download
         raise WeightsNotFoundError(
             f"could not fetch ImageNet weights {spec.timm_name}.{spec.timm_pretrained_tag} from the Hugging "

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, BackboneSpec, _read_packaged, _rename_efficientnet_pytorch, get_backbone_spec
+from .backbones import Backbone, BackboneSpec, get_backbone_spec, load_pretrained_backbone
 from .backbones import list_backbones as _list_backbones
 from .errors import InputError, UnknownModelError, WeightsNotFoundError
 from .geometry import gaussian_kernel, rescale_points
@@ -231,19 +231,13 @@ class _CamHead(nn.Module):
     def __init__(self, spec: BackboneSpec) -> None:
         super().__init__()
         net = timm.create_model(spec.timm_name, pretrained=False, num_classes=1000, **spec.timm_kwargs)
-        if spec.packaged_weights is not None:
-            state = _rename_efficientnet_pytorch(_read_packaged(spec.packaged_weights, spec.name), net)
-            net.load_state_dict(state, strict=True)
-        elif spec.timm_pretrained_tag is not None:
-            try:
-                ref = timm.create_model(f"{spec.timm_name}.{spec.timm_pretrained_tag}", pretrained=True,
-                                        **spec.timm_kwargs)
-            except Exception as exc:  # timm raises many types for a failed download
-                raise WeightsNotFoundError(f"no ImageNet classifier for the CAM of {spec.name}: {exc}; use "
-                                           "saliency='norm' or 'uniform'") from exc
-            net.load_state_dict(ref.state_dict(), strict=True)
-        else:
+        if spec.packaged_weights is None and spec.timm_pretrained_tag is None:
             raise WeightsNotFoundError(f"{spec.name} has no ImageNet classifier: use saliency='norm' or 'uniform'")
+        try:
+            load_pretrained_backbone(net, spec)
+        except WeightsNotFoundError as exc:
+            raise WeightsNotFoundError(f"no ImageNet classifier for the CAM of {spec.name}: {exc}; use "
+                                       "saliency='norm' or 'uniform'") from exc
         parts = [m for m in (getattr(net, "conv_head", None), getattr(net, "bn2", None)) if m is not None]
         self.head = nn.Sequential(*parts) if parts else nn.Identity()
         self.classifier = net.get_classifier()
