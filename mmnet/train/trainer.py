@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from mmnet.errors import InputError
+from mmnet.errors import CheckpointError, InputError
 from mmnet.loss import mmnet_loss
 from mmnet.model import MMNet
 from mmnet.train.pairs import PairSource, collate
@@ -217,7 +217,10 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain Python values, so a checkpoint loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                      cached], "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -225,10 +228,34 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_training_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a ``last.pt`` written by `Trainer.save_checkpoint` without unpickling arbitrary objects.
+
+    Raises `CheckpointError` for a missing, truncated or crafted file (one that needs any global beyond
+    tensors and plain Python values to unpickle).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"resume checkpoint not found: {path}; pass --resume none to start over")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # pickle, zip and weights_only errors come in many types
+        raise CheckpointError(
+            f"cannot resume from {path}: it is not a training checkpoint of tensors and plain values "
+            f"({type(exc).__name__}). mmnet never unpickles arbitrary objects; delete the file or pass "
+            "--resume none to start over") from exc
+    missing = {"model", "optimizer", "scheduler", "scaler", "step", "rng"} - set(state if isinstance(state, dict)
+                                                                                else ())
+    if missing:
+        raise CheckpointError(f"{path} is not an mmnet training checkpoint: missing {sorted(missing)}")
+    return state
 
 
 # -- the trainer -----------------------------------------------------------------------------------------------
@@ -296,7 +323,8 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Restore a resume checkpoint; only tensors and plain values are unpickled (``weights_only=True``)."""
+        state = load_training_checkpoint(path, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
