@@ -40,6 +40,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     m.add_argument("--model", default="mmnet_efficientnet_lite2", help="architecture mmnet_<backbone>")
     m.add_argument("--init", help="start from these MMNet weights (registered name, folder or hub id)")
     m.add_argument("--no-pretrained-backbone", action="store_true", help="random backbone (tests only)")
+    m.add_argument("--channels", type=int, help="feature channels of a fresh model's head (default 21, the paper's)")
     d = p.add_argument_group("data")
     d.add_argument("--data-root", help="benchmark folder (default $MMNET_DATA or ../shared/data)")
     d.add_argument("--dataset", help="mmnet.data dataset name: cub, pf-pascal, spair, pf-willow")
@@ -53,16 +54,20 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     d.add_argument("--synthetic-ratio", type=float, default=None,
                    help="fraction of synthetic pairs when mixed with supervised ones (default 0.3; 1 when only "
                         "photos are given)")
+    d.add_argument("--source-weights", type=float, nargs="+", metavar="W",
+                   help="sampling weights of the given sources in the order --dataset, --csv, --photos (overrides "
+                        "--synthetic-ratio)")
     d.add_argument("--epoch-length", type=int, help="samples per epoch of a mixture (default: supervised size)")
     d.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="default 224 320")
     d.add_argument("--max-kps", type=int, default=20)
     d.add_argument("--no-augment", action="store_true")
     d.add_argument("--tps", type=float, default=0.05, help="thin-plate-spline strength of synthetic warps")
     v = p.add_argument_group("validation")
-    v.add_argument("--val-dataset", help="dataset for periodic PCK (e.g. cub, pf-willow)")
-    v.add_argument("--val-root")
+    v.add_argument("--val-dataset", nargs="+", default=[],
+                   help="dataset(s) for periodic PCK (e.g. cub pf-willow); the best checkpoint has the best mean")
+    v.add_argument("--val-root", nargs="+", default=[], help="their folders (default <data-root>/<usual folder>)")
     v.add_argument("--val-split", default="test")
-    v.add_argument("--val-pairs")
+    v.add_argument("--val-pairs", nargs="+", default=[], help="their pair lists ('-': the dataset's own)")
     v.add_argument("--val-limit", type=int, default=100)
     v.add_argument("--val-every", type=int, default=0)
     t = p.add_argument_group("optimisation")
@@ -107,14 +112,40 @@ def build_data(args: argparse.Namespace, size: tuple[int, int], mean: Sequence[f
     if not sources and synthetic is None:
         raise MMNetError("no training data: give --dataset, --csv and/or --photos")
     if synthetic is None:
-        return sources[0] if len(sources) == 1 else MixedPairs(sources, [1.0] * len(sources),
-                                                               length=sum(map(len, sources)), seed=args.seed)
+        if len(sources) == 1:
+            return sources[0]
+        return _weighted(sources, args.source_weights or [1.0] * len(sources), args)
     if not sources:
         return synthetic
+    if args.source_weights:
+        return _weighted([*sources, synthetic], args.source_weights, args)
     ratio = 0.3 if args.synthetic_ratio is None else args.synthetic_ratio
     weights = [(1 - ratio) / len(sources)] * len(sources) + [ratio]
     length = args.epoch_length or int(sum(map(len, sources)) / max(1e-6, 1 - ratio))
     return MixedPairs([*sources, synthetic], weights, length=length, seed=args.seed)
+
+
+def _weighted(sources: list[Any], weights: Sequence[float], args: argparse.Namespace) -> MixedPairs:
+    if len(weights) != len(sources):
+        raise MMNetError(f"--source-weights needs {len(sources)} values (one per given source), got {len(weights)}")
+    return MixedPairs(sources, weights, length=args.epoch_length or sum(len(s) for s in sources[:-1] or sources),
+                      seed=args.seed)
+
+
+def build_validator(args: argparse.Namespace) -> Any:
+    """The `pck_validator` of the --val-* options (None without --val-dataset or --val-every)."""
+    if not args.val_dataset or not args.val_every:
+        return None
+    from mmnet.data import load_dataset
+    from mmnet.train.validate import pck_validator
+
+    data_root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+    datasets = []
+    for i, name in enumerate(args.val_dataset):
+        root = args.val_root[i] if i < len(args.val_root) else None
+        pairs = args.val_pairs[i] if i < len(args.val_pairs) and args.val_pairs[i] != "-" else None
+        datasets.append(load_dataset(name, _root(name, root, data_root), split=args.val_split, pairs=pairs))
+    return pck_validator(datasets, limit=args.val_limit)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -150,18 +181,11 @@ def run(args: argparse.Namespace) -> int:
 
             model = from_pretrained(args.init)
         else:
-            model = create_model(args.model, pretrained_backbone=not args.no_pretrained_backbone)
+            overrides = {"channels": args.channels} if args.channels else {}
+            model = create_model(args.model, pretrained_backbone=not args.no_pretrained_backbone, **overrides)
         size = tuple(args.size) if args.size else tuple(model.preprocess.size)
         data = build_data(args, size, model.preprocess.mean, model.preprocess.std)
-        validate = None
-        if args.val_dataset and args.val_every:
-            from mmnet.data import load_dataset
-            from mmnet.train.validate import pck_validator
-
-            data_root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
-            val = load_dataset(args.val_dataset, _root(args.val_dataset, args.val_root, data_root),
-                               split=args.val_split, pairs=args.val_pairs)
-            validate = pck_validator(val, limit=args.val_limit)
+        validate = build_validator(args)
         config.val_every = args.val_every
         trainer = Trainer(model, data, config, args.out, validate=validate, device=args.device,
                           progress=not args.no_progress)
