@@ -1,52 +1,34 @@
 """torch.hub entry points: ``torch.hub.load("<owner>/mmnet", "mmnet_efficientnet_lite2", pretrained=True)``.
 
-Every registered architecture is an entry point; ``pretrained=True`` loads its first registered weights
-(or the ones named by ``tag=``), ``pretrained=False`` builds it fresh. ``matcher`` returns a ready `Matcher`.
+Every registered architecture is an entry point (`mmnet.list_models`): one with a trainable network returns it
+(`mmnet.create_model`), a training-free one its matcher (`mmnet.create_matcher`). ``matcher`` returns a ready
+matcher of any family for registered weights, a hub repo id or a folder.
 """
 
 dependencies = ["torch", "timm", "huggingface_hub", "safetensors", "numpy", "PIL"]
 
 import mmnet as _mmnet  # noqa: E402
+from mmnet.zoo._registry import get_model_entry as _entry  # noqa: E402
 
 
-def _entry(arch: str):
+def _load(arch: str):
+    trainable = _entry(arch).model is not None
+
     def load(pretrained: bool = True, tag: str | None = None, **kwargs):
         name = f"{arch}.{tag}" if tag else arch
-        if pretrained or tag:
-            return _mmnet.create_model(name, pretrained=True)
-        return _mmnet.create_model(name, **kwargs)
+        create = _mmnet.create_model if trainable else _mmnet.create_matcher
+        return create(name, pretrained=pretrained or bool(tag), **kwargs)
 
     load.__name__ = arch
-    load.__doc__ = (f"MMNet `{arch}`. pretrained=True loads registered weights (tag= picks one); "
-                    "pretrained=False builds it fresh (kwargs: pretrained_backbone, MMNetConfig fields).")
+    load.__doc__ = (f"`{arch}`: pretrained=True loads registered weights (tag= picks one), pretrained=False builds "
+                    f"it fresh; kwargs go to mmnet.{'create_model' if trainable else 'create_matcher'}.")
     return load
 
 
 def matcher(name: str = "mmnet_efficientnet_lite2.cub_photos", **kwargs):
-    """A ready `mmnet.Matcher` for registered weights, a hub repo id or a folder (kwargs go to Matcher)."""
-    return _mmnet.Matcher.from_pretrained(name, **kwargs)
+    """A ready matcher (`mmnet.create_matcher`) for registered weights, a hub repo id or a folder."""
+    return _mmnet.create_matcher(name, **kwargs)
 
 
 for _arch in _mmnet.list_models():
-    globals()[_arch] = _entry(_arch)
-
-
-def scot(backbone: str = "efficientnet_lite2", **kwargs):
-    """A training-free SCOT matcher (`mmnet.scot.ScotMatcher`, same API as `Matcher`) on a registered backbone;
-    kwargs (device, layers, iterations, ...) go to it."""
-    from mmnet.scot import ScotMatcher
-
-    return ScotMatcher.from_pretrained(f"scot_{backbone}", **kwargs)
-
-
-def _scot_entry(backbone: str):
-    def load(**kwargs):
-        return scot(backbone, **kwargs)
-
-    load.__name__ = f"scot_{backbone}"
-    load.__doc__ = f"SCOT matcher on {backbone} (`mmnet.scot.ScotMatcher`); kwargs go to it."
-    return load
-
-
-for _backbone in _mmnet.list_backbones():
-    globals()[f"scot_{_backbone}"] = _scot_entry(_backbone)
+    globals()[_arch] = _load(_arch)

@@ -1,24 +1,57 @@
-"""mmnet: semantic correspondence with Multi-scale Matching Networks on timm backbones.
+"""mmnet: semantic correspondence with MMNet, SCOT and more matcher families on timm backbones.
 
-Layers: `mmnet.backbones` -> `mmnet.components` -> `mmnet.model` -> `mmnet.matcher`, with `mmnet.data`,
-`mmnet.eval` and `mmnet.loss` beside them.
+Layers (docs/architecture.md): `mmnet.models` (networks) <- `mmnet.zoo` (names, weights, checkpoints) <-
+`mmnet.matching` (`BaseMatcher` and one matcher per family), with `mmnet.data`, `mmnet.eval` and `mmnet.train`
+beside them. Public names are imported on first use: ``import mmnet`` alone imports neither torch nor timm.
 """
 
-from . import pretrained  # noqa: F401  (registers the released weights)
-from .backbones import BackboneSpec, list_backbones, register_backbone
-from .components import SEM, CorrelationHead, CrossScaleFusion, LocalSelfAttention, MatchingComplement
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 from .errors import CheckpointError, DatasetError, InputError, MMNetError, UnknownModelError, WeightsNotFoundError
-from .hub import from_pretrained, save_pretrained
-from .loss import mmnet_loss
-from .matcher import FlowResult, Matcher, MatchResult, ReadoutConfig, warp_image
-from .model import MMNet, MMNetConfig
-from .registry import PretrainedCfg, create_model, list_models, register_pretrained
-from .scot import ScotMatcher
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .matching.base import BaseMatcher, FlowResult, MatchResult, warp_image
+    from .matching.mmnet import Matcher
+    from .matching.readouts import ReadoutConfig
+    from .matching.scot import ScotMatcher
+    from .models.backbones import BackboneSpec, list_backbones, register_backbone
+    from .models.components import SEM, CorrelationHead, CrossScaleFusion, LocalSelfAttention, MatchingComplement
+    from .models.mmnet import MMNet, MMNetConfig
+    from .train.loss import mmnet_loss
+    from .zoo import (
+        PretrainedCfg,
+        create_matcher,
+        create_model,
+        from_pretrained,
+        list_models,
+        register_model,
+        register_pretrained,
+        save_pretrained,
+    )
+
+_EXPORTS = {
+    **dict.fromkeys(["BaseMatcher", "FlowResult", "MatchResult", "warp_image"], "mmnet.matching.base"),
+    "Matcher": "mmnet.matching.mmnet",
+    "ReadoutConfig": "mmnet.matching.readouts",
+    "ScotMatcher": "mmnet.matching.scot",
+    **dict.fromkeys(["BackboneSpec", "list_backbones", "register_backbone"], "mmnet.models.backbones"),
+    **dict.fromkeys(["SEM", "CorrelationHead", "CrossScaleFusion", "LocalSelfAttention", "MatchingComplement"],
+                    "mmnet.models.components"),
+    **dict.fromkeys(["MMNet", "MMNetConfig"], "mmnet.models.mmnet"),
+    "mmnet_loss": "mmnet.train.loss",
+    **dict.fromkeys(["PretrainedCfg", "create_matcher", "create_model", "from_pretrained", "list_models",
+                     "register_model", "register_pretrained", "save_pretrained"], "mmnet.zoo"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "SEM",
     "BackboneSpec",
+    "BaseMatcher",
     "CheckpointError",
     "CorrelationHead",
     "CrossScaleFusion",
@@ -38,12 +71,14 @@ __all__ = [
     "UnknownModelError",
     "WeightsNotFoundError",
     "__version__",
+    "create_matcher",
     "create_model",
     "from_pretrained",
     "list_backbones",
     "list_models",
     "mmnet_loss",
     "register_backbone",
+    "register_model",
     "register_pretrained",
     "save_pretrained",
     "warp_image",

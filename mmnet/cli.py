@@ -1,26 +1,29 @@
-"""The `mmnet` command: match, flow, models, download (+ eval, convert-official, train from their modules).
+"""The `mmnet` command: every subcommand (match, flow, models, download, eval, convert-official, scot-layers, train).
 
-Every subcommand is an argparse subparser whose ``func(args) -> int`` runs it; other modules add theirs
-through an ``add_parser(subparsers)`` function listed in `_EXTENSIONS`.
+Every subcommand is an argparse subparser whose ``func(args) -> int`` runs it. Building the parser imports neither
+torch nor timm (``mmnet --help`` is instant); each ``func`` imports what it needs. ``train`` takes its options
+from `mmnet.train.cli`, loaded only when the command is ``train``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .data import DATASETS
 from .errors import MMNetError
+from .eval.pck import THRESHOLDS
 
 if TYPE_CHECKING:
-    from .matcher import Matcher
+    from .matching.base import BaseMatcher
 
 DEFAULT_MODEL = "mmnet_efficientnet_lite2.cub_photos"
-_EXTENSIONS = ("mmnet.eval.command", "mmnet.convert", "mmnet.train.cli")
+DTYPES = ("fp16", "fp32")
+TRAIN_HELP = "train or fine-tune an MMNet (see docs/training.md)"
 
 
 def parse_keypoints(text: str) -> list[tuple[float, float]]:
@@ -34,11 +37,24 @@ def parse_keypoints(text: str) -> list[tuple[float, float]]:
         raise argparse.ArgumentTypeError(f"keypoints must look like 'x,y;x,y' (got {text!r})") from exc
 
 
-def _matcher(args: argparse.Namespace) -> Matcher:
-    from .matcher import Matcher
+def parse_frame(text: str) -> tuple[int, int] | None:
+    """'original' -> None; '224x320' or '224,320' -> (224, 320) as (height, width)."""
+    if text.lower() in ("original", "none", "orig"):
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"frame must be 'original' or HEIGHTxWIDTH like 224x320, got {text!r}") \
+            from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"frame sides must be positive, got {text!r}")
+    return h, w
 
-    return Matcher.from_pretrained(args.model, device=args.device, preset=args.preset,
-                                   local_files_only=args.offline)
+
+def _matcher(args: argparse.Namespace) -> BaseMatcher:
+    from .zoo import create_matcher
+
+    return create_matcher(args.model, device=args.device, preset=args.preset, local_files_only=args.offline)
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
@@ -77,8 +93,8 @@ def _cmd_flow(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .hub import released_dir
-    from .registry import get_pretrained_cfg, list_models
+    from .zoo import get_pretrained_cfg, list_models
+    from .zoo.hub import released_dir
 
     print("architectures:")
     for name in list_models(args.filter):
@@ -98,7 +114,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .hub import resolve_files
+    from .zoo._factory import resolve_files
 
     config, _, _ = resolve_files(args.name, revision=args.revision, cache_dir=args.cache_dir)
     print(f"{args.name}: {config.parent}")
@@ -112,7 +128,112 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offline", action="store_true", help="never touch the network (hub cache only)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.command import run_eval
+
+    return run_eval(args)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from .zoo.convert.mmnet import convert_official
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
+    convert_official(args.checkpoint, args.backbone, args.out, dtype=dtype)
+    return 0
+
+
+def _cmd_scot_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .eval.scot_layers import LayerScorer, select_layers
+    from .matching.scot import ScotMatcher
+
+    torch.manual_seed(0)
+    dataset = load_dataset(args.dataset, args.root, split=args.split, pairs=args.pairs)
+    settings = {k: getattr(args, k) for k in ("iterations", "long_side", "exponent", "box_size", "saliency")
+                if getattr(args, k) is not None}
+    matcher = ScotMatcher(args.backbone, device=args.device, **settings)
+    if args.score:
+        scorer = LayerScorer(matcher, dataset, args.n_pairs)
+        for text in args.score:
+            scorer([int(v) for v in text.split(",")])
+        return 0
+    best, score, _ = select_layers(matcher, dataset, args.n_pairs, args.beam, args.max_depth, args.candidates)
+    print(f"best layers {' '.join(map(str, best))}  PCK@0.1 {score:.2f}  "
+          f"({', '.join(matcher.layer_names[i] for i in best)})")
+    return 0
+
+
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval", help="PCK of one or more models on PF-PASCAL, PF-WILLOW, SPair-71k or CUB",
+        description="Evaluate keypoint transfer with PCK. Datasets are read from --root (never downloaded); "
+                    "see docs/evaluation.md for layouts and protocols.")
+    p.add_argument("--dataset", required=True, choices=list(DATASETS))
+    p.add_argument("--root", required=True, type=Path, help="dataset folder")
+    p.add_argument("--split", default="test", help="trn, val or test (CUB sampling: also 'all'); default test")
+    p.add_argument("--pairs", type=Path, help="pair list to use instead of the split's default")
+    p.add_argument("--model", action="append", required=True, metavar="NAME_OR_PATH",
+                   help="'rescale' (image-size baseline) or a registered name / folder; repeat to compare")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="default 0.05 0.1 0.15")
+    p.add_argument("--threshold", choices=THRESHOLDS,
+                   help="default per dataset: pf-pascal img, pf-willow bbox-kp, spair bbox, cub bbox")
+    p.add_argument("--frame", type=parse_frame, default=None,
+                   help="'original' (default) or HxW, e.g. 224x320 for the official MMNet resized frame")
+    p.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--preset", choices=["default", "official"], help="readout preset of MMNet models")
+    p.add_argument("--offline", action="store_true", help="load weights from the local cache only")
+    p.add_argument("--out", type=Path, help="write results.json, results.csv, per_pair.csv, pck_curve.png here")
+    p.add_argument("--spair-size", choices=["large", "small"], default="large", help="SPair-71k Layout size")
+    p.add_argument("--num-pairs", type=int, default=1000, help="CUB without --pairs: pairs to sample")
+    p.add_argument("--seed", type=int, default=0, help="CUB without --pairs: sampling seed")
+    p.add_argument("--any-class", action="store_true", help="CUB without --pairs: pairs across species")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _add_convert(sub: Any) -> None:
+    p = sub.add_parser(
+        "convert-official", help="convert an official MMNet .pth checkpoint into an mmnet checkpoint folder",
+        description="Map the authors' MMNet checkpoint (e.g. ckp_pascal_fcnres101.pth) onto mmnet, drop its dead "
+                    "weights, and write model.safetensors + config.json with the official readout.")
+    p.add_argument("checkpoint", help="the official .pth file")
+    p.add_argument("--backbone", default="auto", help="backbone as the official code spells it: resnet101, resnet50, "
+                   "resnext-101 or fcn-resnet101 (default: read it off the keys)")
+    p.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="storage dtype (default fp32)")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _add_scot_layers(sub: Any) -> None:
+    p = sub.add_parser("scot-layers", help="beam search for a SCOT layer set on validation pairs",
+                       description="HPF's beam search over SCOT layer ids, scored by PCK@0.1 (docs/benchmarks.md).")
+    p.add_argument("--backbone", default="efficientnet_lite2")
+    p.add_argument("--dataset", required=True, choices=list(DATASETS))
+    p.add_argument("--root", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--pairs", help="pair list (e.g. the CUB training pairs)")
+    p.add_argument("--n-pairs", type=int, default=50)
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--max-depth", type=int, default=8)
+    p.add_argument("--candidates", type=int, nargs="+")
+    p.add_argument("--iterations", type=int, help="Sinkhorn updates (max; default 100)")
+    p.add_argument("--long-side", type=int, help="resize target of the longer side (default 300)")
+    p.add_argument("--exponent", type=float, help="power of the rescaled OT plan (default 2)")
+    p.add_argument("--box-size", type=float, help="transfer box side, resized pixels (default 27)")
+    p.add_argument("--saliency", choices=["cam", "norm", "uniform"])
+    p.add_argument("--score", type=str, nargs="+", metavar="IDS",
+                   help="only score these comma-separated layer sets (e.g. 13,14,19 3,12) instead of searching")
+    p.add_argument("--device")
+    p.set_defaults(func=_cmd_scot_layers)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; the `train` options are loaded only when `command` is ``"train"``."""
     from .version import __version__
 
     parser = argparse.ArgumentParser(prog="mmnet", description="Semantic correspondence with MMNet.")
@@ -146,13 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--cache-dir")
     download.set_defaults(func=_cmd_download)
 
-    for module in _EXTENSIONS:
-        importlib.import_module(module).add_parser(sub)
+    _add_eval(sub)
+    _add_convert(sub)
+    _add_scot_layers(sub)
+    if command == "train":
+        from .train.cli import add_parser
+
+        add_parser(sub)
+    else:
+        sub.add_parser("train", help=TRAIN_HELP, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except MMNetError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .images import ImageLike, load_image
+from .matching.images import ImageLike, load_image
 
 
 def _plt() -> Any:

@@ -94,7 +94,7 @@ def test_packaging_lists_every_subpackage():
     import tomllib
 
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    on_disk = {"mmnet"} | {f"mmnet.{p.parent.name}" for p in (REPO / "mmnet").glob("*/__init__.py")}
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "mmnet").rglob("__init__.py")}
     assert listed == on_disk | {"mmnet.weights"}
 
 

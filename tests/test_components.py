@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmnet.components import (
+from mmnet.models.components import (
     SEM,
     CorrelationHead,
     CrossScaleFusion,
@@ -133,7 +133,7 @@ def test_matching_complement_rows_equal_full_volume_rows():
 
 @pytest.mark.parametrize(("small", "big"), [((3, 5), (6, 10)), ((4, 5), (7, 9)), ((4, 4), (4, 4))])
 def test_upsample_nearest_follows_nearest_indices(small, big):
-    from mmnet.components import upsample_nearest
+    from mmnet.models.components import upsample_nearest
 
     x = torch.randn(2, 3, *small)
     expected = x.index_select(2, nearest_indices(big[0], small[0])).index_select(3, nearest_indices(big[1], small[1]))

@@ -23,9 +23,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import mmnet
-from mmnet import registry
 from mmnet.cli import build_parser, main
-from mmnet.convert import (
+from mmnet.errors import CheckpointError, WeightsNotFoundError
+from mmnet.matching.mmnet import Matcher
+from mmnet.matching.readouts import PRESETS
+from mmnet.models.mmnet import MMNet, MMNetConfig
+from mmnet.zoo import _registry as registry
+from mmnet.zoo.convert.mmnet import (
     OFFICIAL_BACKBONES,
     OFFICIAL_READOUT,
     build_official_model,
@@ -35,9 +39,7 @@ from mmnet.convert import (
     official_layout,
     read_official,
 )
-from mmnet.errors import CheckpointError, WeightsNotFoundError
-from mmnet.matcher import PRESETS, Matcher
-from mmnet.model import MMNet, MMNetConfig
+from mmnet.zoo.hub import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = Path(os.environ.get("MMNET_DOCS", REPO.parent / "shared" / "docs")) / "official-mmnet-checkpoints"
@@ -378,7 +380,7 @@ def test_cli_converts_and_matcher_loads_bit_exact(r50_file, tmp_path, capsys):
     assert config["preprocess"]["mean"] == [0.485, 0.456, 0.406]
     assert config["preprocess"]["std"] == [0.229, 0.224, 0.225]
     source = config["converted_from"]
-    assert source["file"] == path.name and source["sha256"] == mmnet.hub.sha256_of(path)
+    assert source["file"] == path.name and source["sha256"] == sha256_of(path)
     assert source["backbone"] == "resnet50" and len(source["dropped_dead_keys"]) == 28
 
     matcher = Matcher.from_pretrained(out, device="cpu")

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from mmnet.cli import build_parser, parse_frame
 from mmnet.data import load_dataset
 from mmnet.eval import RescaleMatcher, evaluate, pck_correct
-from mmnet.eval.command import add_parser, parse_frame
 
 pytestmark = pytest.mark.data
 
@@ -53,8 +53,7 @@ def test_frame_option_on_real_pairs(data_root):
 
 
 def test_eval_command_end_to_end(data_root, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="mmnet")
-    add_parser(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser("eval")
     out = tmp_path / "report"
     args = parser.parse_args(["eval", "--dataset", "pf-willow", "--root", str(data_root / "pf-willow-dev"),
                               "--model", "rescale", "--limit", "20", "--alpha", "0.05", "0.1",

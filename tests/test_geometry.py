@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmnet.geometry import (
+from mmnet.matching.geometry import (
     argmax_readout,
     bilinear_cells,
     blend_rows,

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 import mmnet
-from mmnet import backbones
 from mmnet.errors import CheckpointError, UnknownModelError, WeightsNotFoundError
-from mmnet.hub import sha256_of
-from mmnet.registry import _PRETRAINED
+from mmnet.models import backbones
+from mmnet.zoo._registry import _PRETRAINED
+from mmnet.zoo.hub import sha256_of
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from PIL import Image
 
 import mmnet
 from mmnet.errors import InputError
-from mmnet.geometry import bilinear_cells, blend_rows, grid_to_pixels, pixels_to_grid
-from mmnet.images import load_image
+from mmnet.matching.geometry import bilinear_cells, blend_rows, grid_to_pixels, pixels_to_grid
+from mmnet.matching.images import load_image
+from mmnet.matching.readouts import read_scores
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SRC, TGT = EXAMPLES / "astronaut.jpg", EXAMPLES / "grace_hopper.jpg"
@@ -105,7 +106,7 @@ def test_unreadable_file(matcher, tmp_path):
 
 def test_sparse_transfer_equals_full_volume_transfer(matcher):
     """The query-rows path gives exactly what reading the full 4-D volume gives."""
-    from mmnet.images import prepare
+    from mmnet.matching.images import prepare
 
     result = matcher.match(SRC, TGT, KPTS[:3])
     model, size = matcher.model, matcher.preprocess.size
@@ -117,7 +118,7 @@ def test_sparse_transfer_equals_full_volume_transfer(matcher):
     points = pixels_to_grid(torch.tensor([KPTS[:3]]), load_image(SRC).shape[1:], size)
     cells, weights = bilinear_cells(pixels_to_grid(points, size, grid), grid)
     rows = volume.flatten(1, 2)[0, cells.flatten()][None]
-    xy, _ = matcher._read(blend_rows(rows, weights))
+    xy, _ = read_scores(blend_rows(rows, weights), matcher.readout)
     expected = grid_to_pixels(grid_to_pixels(xy, size, volume.shape[3:]), load_image(TGT).shape[1:], size)[0]
     torch.testing.assert_close(result.keypoints, expected, atol=1e-3, rtol=0)
 

@@ -12,18 +12,10 @@ import torch
 
 from mmnet import Matcher
 from mmnet.errors import InputError, UnknownModelError
-from mmnet.matcher import FlowResult, MatchResult
-from mmnet.scot import (
-    DEFAULT_LAYERS,
-    ScotConfig,
-    ScotMatcher,
-    dense_flow,
-    hough_votes,
-    list_models,
-    scot_scores,
-    sinkhorn,
-    transfer_keypoints,
-)
+from mmnet.matching.base import FlowResult, MatchResult
+from mmnet.matching.scot import ScotMatcher, dense_flow, transfer_keypoints
+from mmnet.models.scot import DEFAULT_LAYERS, ScotConfig, hough_votes, scot_scores, sinkhorn
+from mmnet.zoo import list_models
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -115,7 +107,7 @@ def random_scot():
 
 def test_match_flow_api_parity(random_scot):
     src, tgt = EXAMPLES / "astronaut.jpg", EXAMPLES / "grace_hopper.jpg"
-    from mmnet.images import load_image
+    from mmnet.matching.images import load_image
 
     (hs, ws), (ht, wt) = load_image(src).shape[1:], load_image(tgt).shape[1:]
     kps = [[10.0, 20.0], [ws / 2, hs / 2], [ws - 0.5, hs - 0.5], [ws + 50.0, 5.0]]
@@ -140,7 +132,7 @@ def test_from_pretrained_dispatch_and_names():
     m = Matcher.from_pretrained("scot_resnet18", pretrained=False, device="cpu", layers=(2, 5))
     assert isinstance(m, ScotMatcher) and m.config.layers == (2, 5) and m.config.saliency == "uniform"
     assert m.name == "scot_resnet18"
-    assert "scot_efficientnet_lite2" in list_models() and set(DEFAULT_LAYERS) <= {n[5:] for n in list_models()}
+    assert "scot_efficientnet_lite2" in list_models() and set(DEFAULT_LAYERS) <= {n[5:] for n in list_models("scot_*")}
     with pytest.raises(UnknownModelError):
         ScotMatcher.from_pretrained("scot_nope")
     with pytest.raises(InputError):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmnet.convert import read_official
 from mmnet.errors import CheckpointError
 from mmnet.train.trainer import load_training_checkpoint
+from mmnet.zoo.convert.mmnet import read_official
 
 
 class _Payload:
@@ -40,8 +40,8 @@ def test_training_checkpoint_with_code_is_refused(tmp_path: Path, wrap: str | No
 
 
 def test_trainer_auto_resume_refuses_crafted_last_pt(tmp_path: Path) -> None:
-    from mmnet.registry import create_model
     from mmnet.train.trainer import TrainConfig, Trainer
+    from mmnet.zoo import create_model
 
     marker = tmp_path / "pwned"
     _crafted(tmp_path / "last.pt", marker, "model")
@@ -83,7 +83,7 @@ def test_restricted_unpickler_reads_namespaces_and_refuses_code(tmp_path: Path) 
     import argparse
     import pickle
 
-    from mmnet.safe_pickle import load_namespace
+    from mmnet.zoo.safe_pickle import load_namespace
 
     good = tmp_path / "args.pkl"
     good.write_bytes(pickle.dumps(argparse.Namespace(lr=3e-5, hyperpixel="[2,17]", feature_proj_dim=128)))

@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmnet.loss import mmnet_loss
-from mmnet.registry import create_model
 from mmnet.train import (
     Augment,
     CsvPairs,
@@ -26,7 +24,9 @@ from mmnet.train import (
     collate,
     lr_factor,
 )
+from mmnet.train.loss import mmnet_loss
 from mmnet.train.synthetic import RandomWarp, apply_homography, homography_from_points
+from mmnet.zoo import create_model
 
 SIZE = (64, 96)
 

@@ -14,7 +14,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, WeightsNotFoundError
+from ..errors import CheckpointError, WeightsNotFoundError
 
 _ALLOWED_GLOBALS = {("argparse", "Namespace")}
 _PLAIN = (str, int, float, bool, type(None))

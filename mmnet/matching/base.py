@@ -1,0 +1,175 @@
+"""`BaseMatcher`: what every matcher family shares, and the result types.
+
+A family subclasses `BaseMatcher` and implements `_match` and `_flow` on loaded images; the base class loads
+and checks the inputs, batches, masks source points outside their image, runs without autograd, and provides
+`warp`, `from_pretrained`, device and autocast handling. Conventions: docs/conventions.md.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..zoo._factory import create_matcher
+from .geometry import Convention, inside_image, pixel_grid
+from .images import ImageLike, load_image
+
+
+class MatchResult(NamedTuple):
+    """Transferred keypoints: ``keypoints`` (N, 2) xy in target pixels, ``scores`` (N,) in [0, 1].
+
+    Source points outside the source image get NaN coordinates and score 0.
+    """
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+
+
+class FlowResult(NamedTuple):
+    """Dense source-to-target flow: ``flow`` (2, Hs, Ws) with ``target_xy = source_xy + flow[:, y, x]``
+    (channel 0 is dx, 1 is dy, in pixels), and ``scores`` (Hs, Ws) in [0, 1]."""
+
+    flow: torch.Tensor
+    scores: torch.Tensor
+
+
+def as_points(kpts: Any) -> torch.Tensor:
+    """Any (N, 2) array-like -> float tensor (N, 2); raises InputError on a wrong shape or non-finite values."""
+    try:
+        points = torch.as_tensor(np.asarray(kpts.cpu() if isinstance(kpts, torch.Tensor) else kpts,
+                                            dtype=np.float32))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"keypoints must be an (N, 2) array of x, y pixels: {exc}") from exc
+    if points.numel() == 0:
+        return points.reshape(0, 2)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise InputError(f"keypoints must have shape (N, 2) of x, y pixels; got {tuple(points.shape)}")
+    if not torch.isfinite(points).all():
+        raise InputError("keypoints contain NaN or infinite values")
+    return points
+
+
+def cells_to_flow(cell_map: torch.Tensor, grid_xy: torch.Tensor) -> FlowResult:
+    """Per-cell (target x, target y, score) (3, h, w) -> `FlowResult` at every source pixel.
+
+    grid_xy (Hs, Ws, 2): the grid position of each source pixel; the cell map is interpolated bilinearly there
+    (border cells extend outwards) and the flow is the target position minus the pixel's own.
+    """
+    h, w = cell_map.shape[-2:]
+    norm = torch.stack([grid_xy[..., 0] / max(w - 1, 1), grid_xy[..., 1] / max(h - 1, 1)], -1) * 2 - 1
+    dense = F.grid_sample(cell_map[None].float(), norm[None], mode="bilinear", padding_mode="border",
+                          align_corners=True)[0]
+    flow = dense[:2] - pixel_grid(grid_xy.shape[:2], grid_xy.device).permute(2, 0, 1)
+    return FlowResult(flow.cpu(), dense[2].clamp(0, 1).cpu())
+
+
+def warp_image(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward warp: ``out[:, y, x] = image at (x, y) + flow[:, y, x]`` (bilinear, zeros outside).
+
+    image (C, H', W'), flow (2, H, W) in pixels of `image` -> (C, H, W).
+    """
+    _, h, w = flow.shape
+    pos = pixel_grid((h, w)).permute(2, 0, 1) + flow.float()
+    size = torch.tensor([image.shape[-1], image.shape[-2]], dtype=torch.float32).view(2, 1, 1)
+    norm = ((pos + 0.5) / size * 2 - 1).permute(1, 2, 0)
+    return F.grid_sample(image[None].float(), norm[None], mode="bilinear", align_corners=False)[0]
+
+
+class BaseMatcher(ABC):
+    """Keypoint transfer, dense flow and warping between image pairs; one subclass per matcher family.
+
+    A subclass implements `_match` and `_flow` on loaded images (float RGB (3, H, W) in [0, 1], original sizes)
+    and may override `convention` (which pixel extent counts as inside an image). Everything public is here.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        amp: run the network under `autocast` on CUDA (bfloat16 where supported, else float16).
+    """
+
+    name: str = ""
+
+    def __init__(self, device: str | torch.device | None = None, amp: bool = False) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.amp = amp
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> BaseMatcher:
+        """The matcher of a registered name (``arch`` or ``arch.tag``), hub repo id, folder or file, whatever its
+        family (the registry decides, see `mmnet.create_matcher`); kwargs go to the family's matcher."""
+        return create_matcher(name_or_path, **kwargs)
+
+    @property
+    def convention(self) -> Convention:
+        """``"center"``: an (H, W) image spans [-0.5, W - 0.5] x [-0.5, H - 0.5]; ``"corner"``: [0, W] x [0, H]."""
+        return "center"
+
+    def autocast(self) -> Any:
+        """The autocast context of the network: bfloat16/float16 with `amp` on CUDA, else a no-op."""
+        if not self.amp or self.device.type != "cuda":
+            return nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    # -- what a family implements ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
+               points: list[torch.Tensor]) -> list[MatchResult]:
+        """Images (3, H, W) and source points (N, 2) -> one result per pair, in original target pixels.
+
+        Points outside the source image may come back as anything: the caller masks them.
+        """
+
+    @abstractmethod
+    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
+        """Images (3, H, W) -> one dense source-to-target `FlowResult` per pair (`cells_to_flow` helps)."""
+
+    # -- public API ------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def match_batch(self, sources: Sequence[ImageLike], targets: Sequence[ImageLike],
+                    keypoints: Sequence[Any]) -> list[MatchResult]:
+        """`match` for several pairs in one call; the pairs may have different sizes and point counts."""
+        if not len(sources) == len(targets) == len(keypoints):
+            raise InputError(f"got {len(sources)} sources, {len(targets)} targets, {len(keypoints)} keypoint sets")
+        if not sources:
+            return []
+        points = [as_points(k) for k in keypoints]
+        src = [load_image(s) for s in sources]
+        results = self._match(src, [load_image(t) for t in targets], points)
+        out = []
+        for result, p, image in zip(results, points, src, strict=True):
+            inside = inside_image(p, image.shape[1:], self.convention)
+            out.append(MatchResult(result.keypoints.masked_fill(~inside[:, None], float("nan")),
+                                   result.scores.masked_fill(~inside, 0.0)))
+        return out
+
+    def match(self, source: ImageLike, target: ImageLike, keypoints: Any) -> MatchResult:
+        """Transfer `keypoints` ((N, 2) xy pixels of `source`) to `target`; returns target pixels and scores."""
+        return self.match_batch([source], [target], [keypoints])[0]
+
+    @torch.inference_mode()
+    def flow_batch(self, sources: Sequence[ImageLike], targets: Sequence[ImageLike]) -> list[FlowResult]:
+        """`flow` for several pairs in one call."""
+        if len(sources) != len(targets):
+            raise InputError(f"got {len(sources)} sources and {len(targets)} targets")
+        if not sources:
+            return []
+        return self._flow([load_image(s) for s in sources], [load_image(t) for t in targets])
+
+    def flow(self, source: ImageLike, target: ImageLike) -> FlowResult:
+        """Dense flow from every `source` pixel to `target`, at the source's original resolution."""
+        return self.flow_batch([source], [target])[0]
+
+    def warp(self, source: ImageLike, target: ImageLike) -> torch.Tensor:
+        """The source image resampled into the target's frame, (3, Ht, Wt) in [0, 1]: each target pixel takes
+        the colour of the source point it matches (uses ``flow(target, source)``)."""
+        return warp_image(load_image(source), self.flow(target, source).flow)

