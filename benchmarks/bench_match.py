@@ -18,7 +18,7 @@ import torch
 from timing import measure
 
 import mmnet
-from mmnet.geometry import bilinear_cells, blend_rows, pixels_to_grid, soft_argmax_readout
+from mmnet.matching.geometry import bilinear_cells, blend_rows, pixels_to_grid, soft_argmax_readout
 
 MODES = ("keypoints-sparse", "keypoints-full", "flow-chunked", "flow-full")
 NUM_KEYPOINTS = 20
@@ -26,7 +26,7 @@ NUM_KEYPOINTS = 20
 
 def _full_volume_keypoints(matcher: mmnet.Matcher, src: torch.Tensor, tgt: torch.Tensor, kpts: torch.Tensor) -> None:
     """Keypoint transfer the way the official code does it: build every full volume, then read rows."""
-    from mmnet.images import prepare
+    from mmnet.matching.images import prepare
 
     size = matcher.preprocess.size
     volume = matcher.model(prepare(src[None], matcher.preprocess), prepare(tgt[None], matcher.preprocess))[-1]
@@ -36,7 +36,7 @@ def _full_volume_keypoints(matcher: mmnet.Matcher, src: torch.Tensor, tgt: torch
 
 
 def _full_volume_flow(matcher: mmnet.Matcher, src: torch.Tensor, tgt: torch.Tensor) -> None:
-    from mmnet.images import prepare
+    from mmnet.matching.images import prepare
 
     volume = matcher.model(prepare(src[None], matcher.preprocess), prepare(tgt[None], matcher.preprocess))[-1]
     soft_argmax_readout(volume.flatten(1, 2))

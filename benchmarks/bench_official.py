@@ -60,8 +60,8 @@ def worker(mode: str, runs: int, keypoints: int) -> dict:
     import torch
 
     import mmnet
-    from mmnet.convert import build_official_model
-    from mmnet.geometry import argmax_readout, bilinear_cells, blend_rows, pixels_to_grid
+    from mmnet.matching.geometry import argmax_readout, bilinear_cells, blend_rows, pixels_to_grid
+    from mmnet.zoo.convert.mmnet import build_official_model
 
     torch.manual_seed(0)
     model = build_official_model("fcn-resnet101")  # random weights, official readout and input settings

@@ -32,20 +32,21 @@ CASES = [  # (label, backbone, layers or None for the default, pretrained)
 
 def run_case(backbone: str, layers: str | None, pretrained: bool, iterations: int, repeats: int,
              device: str) -> dict:
-    import mmnet.scot as scot
+    import mmnet.models.scot.pipeline as pipeline
+    from mmnet.matching.scot import ScotMatcher
 
     torch.manual_seed(0)
     used = []
-    solve = scot.sinkhorn
+    solve = pipeline.sinkhorn
 
     def counting(*args, **kwargs):
         res = solve(*args, **kwargs)
         used.append(res.iterations)
         return res
 
-    scot.sinkhorn = counting
+    pipeline.sinkhorn = counting
     ids = None if layers is None else [int(v) for v in layers.split(",")]
-    matcher = scot.ScotMatcher(backbone, ids, pretrained=pretrained, device=device, iterations=iterations)
+    matcher = ScotMatcher(backbone, ids, pretrained=pretrained, device=device, iterations=iterations)
     src, tgt = EXAMPLES / "astronaut.jpg", EXAMPLES / "grace_hopper.jpg"
     kpts = torch.rand(20, 2) * 400
     matcher.match(src, tgt, kpts)  # warm-up

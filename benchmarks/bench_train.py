@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from mmnet.geometry import bilinear_cells, blend_rows, pixels_to_grid
-from mmnet.loss import mmnet_loss, soft_target, softmax_bce
-from mmnet.registry import create_model
+from mmnet.matching.geometry import bilinear_cells, blend_rows, pixels_to_grid
+from mmnet.train.loss import mmnet_loss, soft_target, softmax_bce
+from mmnet.zoo import create_model
 
 
 def dense_loss(model, src, tgt, src_kps, tgt_kps, valid, convention="center"):

@@ -15,8 +15,8 @@ import argparse
 
 import torch
 
-from mmnet.hub import from_pretrained, save_pretrained
 from mmnet.train import Augment, CsvPairs, SupervisedPairs, TrainConfig, Trainer
+from mmnet.zoo import from_pretrained, save_pretrained
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("csv")

@@ -12,9 +12,8 @@ import argparse
 import torch
 
 from mmnet.data import load_dataset
-from mmnet.hub import from_pretrained, save_pretrained
-from mmnet.registry import create_model
 from mmnet.train import Augment, MixedPairs, SupervisedPairs, TrainConfig, Trainer, pck_validator
+from mmnet.zoo import create_model, from_pretrained, save_pretrained
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--pf-pascal")

@@ -9,8 +9,8 @@ import argparse
 
 import torch
 
-from mmnet.registry import create_model
 from mmnet.train import SyntheticPairs, TrainConfig, Trainer, WarpConfig
+from mmnet.zoo import create_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("folders", nargs="+")
@@ -29,7 +29,7 @@ config = TrainConfig(steps=args.steps, batch_size=4, lr=5e-4, train_backbone="la
                      warmup=100)
 Trainer(model, data, config, args.out).fit(resume="auto")
 
-from mmnet.hub import save_pretrained  # noqa: E402
+from mmnet.zoo import save_pretrained  # noqa: E402
 
 save_pretrained(model, f"{args.out}/release", dtype=torch.float16)
 print(f"weights in {args.out}/release; evaluate with: mmnet eval --model {args.out}/release ...")

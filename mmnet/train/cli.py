@@ -173,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(**{k: getattr(args, k) for k in TrainConfig().to_dict() if k not in ("extra",)
                                 if hasattr(args, k)})
         config.extra = {"argv": list(argv)}
-        from mmnet.registry import create_model
+        from mmnet.zoo import create_model
 
         torch.manual_seed(config.seed)
         if args.init:
-            from mmnet.hub import from_pretrained
+            from mmnet.zoo import from_pretrained
 
             model = from_pretrained(args.init)
         else:
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             print(json.dumps(result))
             if args.release:
-                from mmnet.hub import from_pretrained, save_pretrained
+                from mmnet.zoo import from_pretrained, save_pretrained
 
                 final = from_pretrained(Path(args.out) / "best") if args.release_best else model
                 save_pretrained(final, args.release, dtype=torch.float16,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mmnet.errors import DatasetError, InputError
-from mmnet.geometry import rescale_points
+from mmnet.matching.geometry import rescale_points
 
 Sample = dict[str, torch.Tensor]
 

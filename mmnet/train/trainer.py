@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmnet.errors import CheckpointError, InputError
-from mmnet.loss import mmnet_loss
-from mmnet.model import MMNet
+from mmnet.models.mmnet import MMNet
+from mmnet.train.loss import mmnet_loss
 from mmnet.train.pairs import PairSource, collate
 
 BackboneMode = Literal["frozen", "last1", "last2", "last3", "full"]
@@ -423,7 +423,7 @@ class Trainer:
                     score = next(iter(metrics.values()))
                     if self.best is None or score > self.best:
                         self.best = score
-                        from mmnet.hub import save_pretrained
+                        from mmnet.zoo import save_pretrained
 
                         save_pretrained(self.model, self.out_dir / "best",
                                         extra={"training": {"step": self.step, "metrics": metrics}})

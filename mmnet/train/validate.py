@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mmnet.model import MMNet
+from mmnet.models.mmnet import MMNet
 
 
 def pck_validator(dataset: Any, alpha: float = 0.1, limit: int | None = 100, threshold: str | None = None,
@@ -24,7 +24,7 @@ def pck_validator(dataset: Any, alpha: float = 0.1, limit: int | None = 100, thr
             return _averaged(parts, names, alpha)
         dataset = dataset[0]
     from mmnet.eval.evaluate import evaluate
-    from mmnet.matcher import Matcher
+    from mmnet.matching.mmnet import Matcher
 
     alphas = tuple(dict.fromkeys((alpha, *alphas)))
 
