@@ -6,9 +6,11 @@ dataset can be obtained. Every item is a `PairRecord` in original-image pixels w
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
+from mmnet.checks import check_keys
 from mmnet.data.base import PairDataset, PairRecord, mirror_box, mirror_points
 from mmnet.data.cub import CUB
 from mmnet.data.pfpascal import PFPascal
@@ -23,10 +25,11 @@ def load_dataset(name: str, root: str | Path, split: str = "test", pairs: str | 
                  **kw: Any) -> PairDataset:
     """`name` in {pf-pascal, pf-willow, spair, cub}; extra keywords go to the dataset class
     (SPair: `size`; CUB: `n_pairs`, `same_class`, `seed`)."""
-    try:
-        cls = DATASETS[name.lower()]
-    except KeyError:
-        raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+    cls = DATASETS.get(name.lower()) if isinstance(name, str) else None
+    if cls is None:
+        raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "root", "split", "pairs")]
+    check_keys(f"keyword argument(s) for {cls.name}", kw, allowed)
     return cls(root, split=split, pairs=pairs, **kw)
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from mmnet.data.base import PairDataset, PairRecord, as_box, as_kps, load_mat, normalise_split, split_list
+from mmnet.data.base import (
+    AnnotationFile,
+    PairDataset,
+    PairRecord,
+    as_kps,
+    load_mat,
+    mat_box,
+    mat_points,
+    normalise_split,
+)
 from mmnet.errors import DatasetError
 
 PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -46,12 +54,9 @@ class PFPascal(PairDataset):
         super().__init__(root, normalise_split(split, self.name))
         self.pairs_file = self._pair_file(pairs)
         self._mats: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
-        with open(self.pairs_file, newline="") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            self._rows = [self._row(header, line) for line in reader if line]
-        if not self._rows:
-            raise DatasetError(f"{self.name}: {self.pairs_file} lists no pairs")
+        f = AnnotationFile(self.name, self.pairs_file)
+        header, lines = f.csv_rows(min_columns=3)
+        self._rows = [self._row(f, header, n, line) for n, line in lines]
         if self._rows[0].kps is None:
             self.require_all([self._mat_path(r.src, r.category) for r in self._rows]
                              + [self._mat_path(r.tgt, r.category) for r in self._rows], "annotation")
@@ -70,16 +75,33 @@ class PFPascal(PairDataset):
         err = self.missing(self.root / f"{_CSV_NAMES[self.split][0]}_pairs.csv", "pair list")
         raise DatasetError(f"{err} (also looked for image_pairs/{_CSV_NAMES[self.split][-1]}_pairs.csv)")
 
-    def _row(self, header: list[str], line: list[str]) -> _Row:
+    def _row(self, f: AnnotationFile, header: list[str], n: int, line: list[str]) -> _Row:
+        # HPF training lists may carry an unnamed 4th column (flip) after a 3-column header
+        if not (len(line) == len(header) or (len(header) == 3 and len(line) == 4)):
+            raise f.error(n, f"{len(line)} cells, expected {len(header)} (one per header column)")
         col = dict(zip(header, line, strict=False))
-        category = PASCAL_CLASSES[int(line[2]) - 1]
+        class_id = int(f.number(line[2], n, header[2] or "class", integer=True))
+        if not 1 <= class_id <= len(PASCAL_CLASSES):
+            raise f.error(n, f"class {class_id} is outside 1..{len(PASCAL_CLASSES)} (1-based VOC class)")
         kps = None
         if "XA" in col:
-            kps = (as_kps(split_list(col["XA"]), split_list(col["YA"])),
-                   as_kps(split_list(col["XB"]), split_list(col["YB"])))
-        flip_col = col.get("flip", line[3] if len(line) == 4 and "XA" not in col else "0")
-        flip = bool(int(float(flip_col or 0)))
-        return _Row(self._image(line[0]), self._image(line[1]), category, flip, kps)
+            xa, ya, xb, yb = (f.numbers(col.get(c), n, c) for c in ("XA", "YA", "XB", "YB"))
+            if not len(xa) == len(ya) == len(xb) == len(yb):
+                raise f.error(n, f"XA, YA, XB, YB must have the same number of values, got "
+                                 f"{len(xa)}, {len(ya)}, {len(xb)}, {len(yb)}")
+            kps = (as_kps(xa, ya), as_kps(xb, yb))
+        flip = False
+        flip_cell = col.get("flip", line[3] if len(line) == 4 and "XA" not in col else None)
+        if flip_cell is not None:
+            value = f.number(flip_cell, n, "flip")
+            if value not in (0, 1):
+                raise f.error(n, f"column 'flip' must be 0 or 1, got {flip_cell.strip()!r}")
+            flip = bool(value)
+        for c, entry in zip(header[:2], line[:2], strict=True):
+            if not entry.strip():
+                raise f.error(n, f"empty cell in column {c!r}")
+        return _Row(self._image(line[0].strip()), self._image(line[1].strip()), PASCAL_CLASSES[class_id - 1],
+                    flip, kps)
 
     def _image(self, entry: str) -> Path:
         name = Path(entry).name
@@ -98,8 +120,9 @@ class PFPascal(PairDataset):
     def _annotation(self, image: Path, category: str) -> tuple[np.ndarray, np.ndarray]:
         path = self._mat_path(image, category)
         if path not in self._mats:
-            mat = load_mat(self.require(path, "annotation"))
-            self._mats[path] = (as_kps(mat["kps"]), as_box(mat["bbox"]))
+            mat = load_mat(self.require(path, "annotation"), self.name, keys=("kps", "bbox"))
+            self._mats[path] = (mat_points(mat["kps"], path, self.name, missing_rows=True),
+                                mat_box(mat["bbox"], path, self.name))
         return self._mats[path]
 
     def _record(self, row: _Row) -> PairRecord:

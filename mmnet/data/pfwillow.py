@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from mmnet.data.base import PairDataset, PairRecord, as_kps, load_mat
+from mmnet.data.base import AnnotationFile, PairDataset, PairRecord, as_kps, load_mat, mat_points
 from mmnet.errors import DatasetError, InputError
 
 N_KPS = 10
@@ -50,13 +49,21 @@ class PFWillow(PairDataset):
         self.require_all([r.src for r in self._rows] + [r.tgt for r in self._rows], "image")
 
     def _read_csv(self, path: Path) -> list[_Row]:
-        with open(path, newline="") as fh:
-            lines = [line for line in csv.reader(fh) if line][1:]
-        if any(len(line) != 2 + 4 * N_KPS for line in lines):
-            raise DatasetError(f"{self.name}: {path} must have {2 + 4 * N_KPS} columns per row")
-        values = np.array([line[2:] for line in lines], dtype=np.float32).reshape(-1, 4, N_KPS)
-        return [_Row(self._image(a), self._image(b), as_kps(v[0], v[1]), as_kps(v[2], v[3]))
-                for (a, b, *_), v in zip(lines, values, strict=True)]
+        f = AnnotationFile(self.name, path)
+        header, lines = f.csv_rows(min_columns=2 + 4 * N_KPS)
+        rows = []
+        for n, line in lines:
+            if len(line) != 2 + 4 * N_KPS:
+                raise f.error(n, f"{len(line)} cells, expected {2 + 4 * N_KPS} (imageA, imageB, XA1..XA{N_KPS}, "
+                                 f"YA1..YA{N_KPS}, XB1..XB{N_KPS}, YB1..YB{N_KPS})")
+            for c, entry in zip(header[:2], line[:2], strict=True):
+                if not entry.strip():
+                    raise f.error(n, f"empty cell in column {c!r}")
+            v = np.array([f.number(cell, n, c) for c, cell in zip(header[2:2 + 4 * N_KPS], line[2:], strict=True)],
+                         dtype=np.float32).reshape(4, N_KPS)
+            rows.append(_Row(self._image(line[0].strip()), self._image(line[1].strip()), as_kps(v[0], v[1]),
+                             as_kps(v[2], v[3])))
+        return rows
 
     def _image(self, entry: str) -> Path:
         for base in (self.root, self.root.parent):
@@ -69,9 +76,16 @@ class PFWillow(PairDataset):
         mats = sorted(base.glob("*/*.mat"))
         if not mats:
             raise self.missing(self.root / "test_pairs.csv", "pair list")
-        points = {m.with_suffix(".png"): as_kps(load_mat(m)["pts_coord"].T) for m in mats}
+        points = {m.with_suffix(".png"): self._points(m) for m in mats}
         return [_Row(a, b, points[a], points[b]) for a, b in itertools.permutations(points, 2)
                 if a.parent == b.parent]
+
+    def _points(self, path: Path) -> np.ndarray:
+        kps = mat_points(load_mat(path, self.name, keys=("pts_coord",))["pts_coord"], path, self.name,
+                         transpose=True)
+        if len(kps) != N_KPS:
+            raise DatasetError(f"{self.name}: {path}: pts_coord holds {len(kps)} keypoints, expected {N_KPS}")
+        return kps
 
     def _record(self, row: _Row) -> PairRecord:
         return PairRecord(row.src, row.tgt, row.src_kps, row.tgt_kps, np.ones(len(row.src_kps), bool),

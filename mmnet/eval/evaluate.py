@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mmnet.checks import check_float, check_int, check_size, describe
 from mmnet.data.base import PairDataset
-from mmnet.errors import InputError
+from mmnet.errors import DatasetError, InputError
 from mmnet.eval.pck import check_threshold, score_pair
 from mmnet.eval.results import EvalResult, PairScore
 
@@ -45,19 +46,33 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
     Pairs without a valid keypoint are not matched and are excluded from the means. `dataset` is an
     `mmnet.data` dataset or any sized object with `load(i) -> (src_image, tgt_image, PairRecord)`.
     """
+    if not callable(getattr(matcher, "match", None)):
+        raise InputError(f"matcher must have a match(source, target, keypoints) method, got {describe(matcher)}")
+    if not hasattr(dataset, "load") or not hasattr(dataset, "__len__"):
+        raise InputError(f"dataset must be an mmnet.data dataset (or have load(i) and len()), got {describe(dataset)}")
     threshold = threshold or getattr(dataset, "default_threshold", None)
     if threshold is None:
         raise InputError(f"{type(dataset).__name__} has no default PCK threshold: pass threshold=")
     check_threshold(threshold)
-    if not alphas or any(a <= 0 for a in alphas):
-        raise InputError(f"alphas must be a non-empty list of positive numbers, got {alphas!r}")
-    if frame is not None and (len(frame) != 2 or min(frame) <= 0):
-        raise InputError(f"frame must be (height, width) in pixels, got {frame!r}")
+    if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Iterable):
+        raise InputError(f"alphas must be a non-empty list of positive numbers, got {describe(alphas)}")
+    alphas = tuple(alphas)
+    if not alphas:
+        raise InputError("alphas must be a non-empty list of positive numbers, got an empty list")
+    alphas = tuple(check_float("alphas", a, min=0.0, min_inclusive=False) for a in alphas)
+    frame = None if frame is None else check_size("frame", frame)
+    if limit is not None:
+        limit = check_int("limit", limit, min=1)
     count = len(dataset) if limit is None else min(limit, len(dataset))
+    data_name = getattr(dataset, "name", type(dataset).__name__)
+    if count == 0:
+        source = getattr(dataset, "pairs_file", None) or getattr(dataset, "root", None)
+        raise DatasetError(f"{data_name}: nothing to evaluate, the dataset has 0 pairs"
+                           + (f" ({source})" if source is not None else ""))
     label = name or getattr(matcher, "name", type(matcher).__name__)
     scores: list[PairScore] = []
     start = time.perf_counter()
-    data_name, root = getattr(dataset, "name", type(dataset).__name__), getattr(dataset, "root", None)
+    root = getattr(dataset, "root", None)
     for i in tqdm(range(count), desc=f"{label} on {data_name}", disable=not progress, unit="pair"):
         src, tgt, rec = dataset.load(i, lazy=True) if isinstance(dataset, PairDataset) else dataset.load(i)
         with src, tgt:
@@ -68,6 +83,9 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
                 distances, length = np.zeros(0), float("nan")
         scores.append(PairScore(i, _relative(rec.src_path, root), _relative(rec.tgt_path, root), rec.category,
                                 distances, length, dict(rec.flags)))
+    if not any(p.n_kps for p in scores):
+        raise DatasetError(f"{data_name}: none of the {len(scores)} evaluated pair(s) has a keypoint valid in both "
+                           "images, so there is nothing to score")
     return EvalResult(scores, alphas=alphas, threshold=threshold, frame=None if frame is None else tuple(frame),
                       dataset=data_name, split=getattr(dataset, "split", ""), model=label,
                       seconds=time.perf_counter() - start)

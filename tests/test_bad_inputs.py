@@ -1,0 +1,467 @@
+"""Every kind of bad input gets a library error: one table row per kind, each asserting the exception type and a
+phrase of its message (which names the argument or the file and line, and says what is allowed).
+
+Malformed files are built in tmp_path from small synthetic datasets; no benchmark data is needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmnet.data import CUB, PFPascal, PFWillow, SPair, load_dataset
+from mmnet.data.base import PairRecord
+from mmnet.errors import DatasetError, InputError, MMNetError
+from mmnet.eval import RescaleMatcher, evaluate
+
+# --- synthetic datasets --------------------------------------------------------------------------------------
+
+
+def save_image(path: Path, width: int = 40, height: int = 30) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path)
+
+
+def write_csv(path: Path, rows: list[list[Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
+
+
+def edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, count))
+
+
+CUB_HEADER = ["source_image", "target_image", "source_class", "target_class", "kp_ids", "XA", "YA", "XB", "YB",
+              "src_bbox", "trg_bbox"]
+CUB_IMAGES = [f"00{c}.Bird_{c}/bird_{c}_{i}.jpg" for c in (1, 2) for i in range(3)]
+
+
+def make_cub(tmp: Path) -> Path:
+    """CUB_200_2011/ with 6 test images of 2 species (all parts visible) and a 2-row pair list `pairs.csv`."""
+    root = tmp / "CUB_200_2011"
+    for name in CUB_IMAGES:
+        save_image(root / "images" / name)
+    lines = {"images.txt": [], "parts/part_locs.txt": [], "bounding_boxes.txt": [], "train_test_split.txt": [],
+             "image_class_labels.txt": []}
+    for i, name in enumerate(CUB_IMAGES, 1):
+        lines["images.txt"].append(f"{i} {name}")
+        lines["parts/part_locs.txt"] += [f"{i} {p} {10.0 + p} {5.0 + p} 1" for p in range(1, 16)]
+        lines["bounding_boxes.txt"].append(f"{i} 2.0 3.0 30.0 20.0")
+        lines["train_test_split.txt"].append(f"{i} 0")
+        lines["image_class_labels.txt"].append(f"{i} {1 if i <= 3 else 2}")
+    for name, content in lines.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("\n".join(content) + "\n")
+    write_csv(root / "pairs.csv", [
+        CUB_HEADER,
+        [CUB_IMAGES[0], CUB_IMAGES[1], 1, 1, "1;2;3", "10;11;12", "5;6;7", "13;14;15", "8;9;10", "2;3;30;20",
+         "2;3;30;20"],
+        [CUB_IMAGES[0], CUB_IMAGES[4], 1, 2, "4;5", "10;11", "5;6", "13;14", "8;9", "2;3;30;20", "2;3;30;20"],
+    ])
+    return root
+
+
+def cub_list(tmp: Path, old: str, new: str) -> CUB:
+    root = make_cub(tmp)
+    edit(root / "pairs.csv", old, new)
+    return CUB(root, pairs="pairs.csv")
+
+
+def cub_table(tmp: Path, name: str, old: str, new: str, **kw: Any) -> CUB:
+    root = make_cub(tmp)
+    edit(root / name, old, new)
+    return CUB(root, n_pairs=kw.pop("n_pairs", 4), **kw)
+
+
+WILLOW_HEADER = ["imageA", "imageB"] + [f"{c}{i}" for c in ("XA", "YA", "XB", "YB") for i in range(1, 11)]
+
+
+def make_willow(tmp: Path) -> Path:
+    """PF-WILLOW/car/{a,b}.png + test_pairs.csv (two rows) and the per-image .mat files."""
+    from scipy.io import savemat
+
+    root = tmp / "willow"
+    for name in ("a", "b"):
+        save_image(root / "PF-WILLOW" / "car" / f"{name}.png")
+        savemat(root / "PF-WILLOW" / "car" / f"{name}.mat", {"pts_coord": np.arange(20.0).reshape(2, 10)})
+    values = [f"{v:.1f}" for v in np.linspace(1, 29, 40)]
+    write_csv(root / "test_pairs.csv", [WILLOW_HEADER, ["PF-WILLOW/car/a.png", "PF-WILLOW/car/b.png", *values],
+                                        ["PF-WILLOW/car/b.png", "PF-WILLOW/car/a.png", *values]])
+    return root
+
+
+def willow_csv(tmp: Path, old: str, new: str) -> PFWillow:
+    root = make_willow(tmp)
+    edit(root / "test_pairs.csv", old, new)
+    return PFWillow(root)
+
+
+def willow_mat(tmp: Path, content: dict[str, Any] | bytes) -> PFWillow:
+    from scipy.io import savemat
+
+    root = make_willow(tmp)
+    (root / "test_pairs.csv").unlink()
+    target = root / "PF-WILLOW" / "car" / "b.mat"
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        savemat(target, content)
+    return PFWillow(root / "PF-WILLOW")
+
+
+def make_pascal(tmp: Path) -> Path:
+    """HPF layout: PF-PASCAL/test_pairs.csv, JPEGImages/{a,b}.jpg, Annotations/cat/{a,b}.mat."""
+    from scipy.io import savemat
+
+    root = tmp / "PF-PASCAL"
+    for name in ("a", "b"):
+        save_image(root / "JPEGImages" / f"{name}.jpg")
+        (root / "Annotations" / "cat").mkdir(parents=True, exist_ok=True)
+        savemat(root / "Annotations" / "cat" / f"{name}.mat",
+                {"kps": np.array([[3.0, 4.0], [np.nan, np.nan], [10.0, 12.0]]), "bbox": [[1.0, 2.0, 30.0, 25.0]]})
+    write_csv(root / "test_pairs.csv", [["source_image", "target_image", "class"],
+                                        ["JPEGImages/a.jpg", "JPEGImages/b.jpg", 8]])
+    write_csv(root / "trn_pairs.csv", [["source_image", "target_image", "class", "flip"],
+                                       ["JPEGImages/a.jpg", "JPEGImages/b.jpg", 8, 0]])
+    write_csv(root / "ncnet_pairs.csv", [["source_image", "target_image", "class", "XA", "YA", "XB", "YB"],
+                                         ["JPEGImages/a.jpg", "JPEGImages/b.jpg", 8, "1;2;3", "4;5;6", "7;8;9",
+                                          "1;2;3"]])
+    return root
+
+
+def pascal_csv(tmp: Path, name: str, old: str, new: str, **kw: Any) -> PFPascal:
+    root = make_pascal(tmp)
+    edit(root / name, old, new)
+    return PFPascal(root, pairs=root / name, **kw)
+
+
+def pascal_mat(tmp: Path, content: dict[str, Any] | bytes) -> PairRecord:
+    from scipy.io import savemat
+
+    root = make_pascal(tmp)
+    target = root / "Annotations" / "cat" / "b.mat"
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        savemat(target, content)
+    return PFPascal(root)[0]
+
+
+SPAIR_NAME = "000001-a-b:cat"
+
+
+def make_spair(tmp: Path) -> Path:
+    root = tmp / "SPair-71k"
+    for name in ("a", "b"):
+        save_image(root / "JPEGImages" / "cat" / f"{name}.jpg")
+    (root / "Layout" / "large").mkdir(parents=True)
+    (root / "Layout" / "large" / "test.txt").write_text(SPAIR_NAME + "\n")
+    (root / "PairAnnotation" / "test").mkdir(parents=True)
+    ann = {"src_kps": [[1, 2], [3, 4]], "trg_kps": [[5, 6], [7, 8]], "src_imsize": [40, 30, 3],
+           "trg_imsize": [40, 30, 3], "src_bndbox": [0, 0, 20, 20], "trg_bndbox": [1, 1, 30, 25], "category": "cat",
+           "kps_ids": ["0", "3"], "viewpoint_variation": 0}
+    (root / "PairAnnotation" / "test" / f"{SPAIR_NAME}.json").write_text(json.dumps(ann))
+    return root
+
+
+def spair_json(tmp: Path, change: Callable[[dict[str, Any]], Any] | str) -> PairRecord:
+    root = make_spair(tmp)
+    path = root / "PairAnnotation" / "test" / f"{SPAIR_NAME}.json"
+    if isinstance(change, str):
+        path.write_text(change)
+    else:
+        ann = json.loads(path.read_text())
+        change(ann)
+        path.write_text(json.dumps(ann))
+    return SPair(root)[0]
+
+
+def spair_list(tmp: Path, text: str) -> SPair:
+    root = make_spair(tmp)
+    (root / "Layout" / "large" / "test.txt").write_text(text)
+    return SPair(root)
+
+
+class ListDataset:
+    """The smallest object `evaluate` accepts: records over two synthetic images."""
+
+    name = "fake"
+    default_threshold = "img"
+
+    def __init__(self, tmp: Path, records: list[PairRecord]) -> None:
+        save_image(tmp / "a.png")
+        self.path, self.records = tmp / "a.png", records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int) -> tuple[Image.Image, Image.Image, PairRecord]:
+        return Image.open(self.path), Image.open(self.path), self.records[i]
+
+
+def record(tmp: Path, valid: list[bool]) -> PairRecord:
+    kps = np.where(np.array(valid)[:, None], np.full((len(valid), 2), 5.0), np.nan).astype(np.float32)
+    return PairRecord(tmp / "a.png", tmp / "a.png", kps, kps.copy(), np.array(valid), src_size=(30, 40),
+                      tgt_size=(30, 40))
+
+
+def eval_one(tmp: Path, **kw: Any) -> Any:
+    return evaluate(RescaleMatcher(), ListDataset(tmp, [record(tmp, [True, True, False])]), progress=False, **kw)
+
+
+class NoMatch:
+    pass
+
+
+class ShortMatcher:
+    def match(self, source: Any, target: Any, keypoints: Any) -> Any:
+        return RescaleMatcher().match(source, target, np.asarray(keypoints)[:1])
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One kind of bad input: `run(tmp_path)` must raise `error` with `phrase` (a regex) in its message."""
+
+    id: str
+    run: Callable[[Path], Any]
+    error: type[Exception]
+    phrase: str
+
+
+def header_only(path: Path) -> None:
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+
+
+def cub_list_file(tmp: Path, change: Callable[[Path], None]) -> CUB:
+    root = make_cub(tmp)
+    change(root / "pairs.csv")
+    return CUB(root, pairs="pairs.csv")
+
+
+def cub_truncated_parts(tmp: Path, keep_partial_line: bool) -> CUB:
+    root = make_cub(tmp)
+    path = root / "parts" / "part_locs.txt"
+    text = path.read_text()
+    cut = text.rindex("6 11 ") + (8 if keep_partial_line else 0)  # image 6 loses parts 11-15
+    path.write_text(text[:cut])
+    return CUB(root, n_pairs=4)
+
+
+def truncated_image(tmp: Path) -> Any:
+    root = make_cub(tmp)
+    path = root / "images" / CUB_IMAGES[1]
+    path.write_bytes(path.read_bytes()[:100])
+    return CUB(root, pairs="pairs.csv").load(0)
+
+
+ROWS: list[Bad] = [
+    # CUB pair lists: every cell is parsed with the file and line in the error
+    Bad("cub-list-missing-column", lambda t: cub_list(t, "kp_ids,XA", "ids,XA"), DatasetError,
+        r"pairs\.csv, line 1: missing column\(s\) 'kp_ids'"),
+    Bad("cub-list-header-only", lambda t: cub_list_file(t, header_only), DatasetError,
+        r"pairs\.csv: lists no pairs \(only a header row\)"),
+    Bad("cub-list-empty-file", lambda t: cub_list_file(t, lambda p: p.write_text("")), DatasetError,
+        r"pairs\.csv: the file is empty"),
+    Bad("cub-list-malformed-number", lambda t: cub_list(t, "10;11;12", "10;1x;12"), DatasetError,
+        r"pairs\.csv, line 2: column 'XA': '1x' is not a number"),
+    Bad("cub-list-empty-cell", lambda t: cub_list(t, "13;14,8;9", "13;14,"), DatasetError,
+        r"line 3: empty cell in column 'YB'"),
+    Bad("cub-list-short-row", lambda t: cub_list(t, ",2;3;30;20\n", "\n"), DatasetError,
+        r"line 2: 10 cells, expected 11"),
+    Bad("cub-list-kp-id-out-of-range", lambda t: cub_list(t, "1;2;3", "1;2;16"), DatasetError,
+        r"line 2: column 'kp_ids': part id 16 is outside 1\.\.15"),
+    Bad("cub-list-kp-id-zero", lambda t: cub_list(t, "1;2;3", "0;1;2"), DatasetError,
+        r"part id 0 is outside 1\.\.15"),
+    Bad("cub-list-kp-id-twice", lambda t: cub_list(t, "1;2;3", "1;2;2"), DatasetError, r"lists a part twice"),
+    Bad("cub-list-kp-id-fraction", lambda t: cub_list(t, "1;2;3", "1;2.5;3"), DatasetError,
+        r"column 'kp_ids': '2\.5' is not an integer"),
+    Bad("cub-list-nan-keypoint", lambda t: cub_list(t, "13;14;15", "13;nan;15"), DatasetError,
+        r"line 2: column 'XB': 'nan' is not a finite number"),
+    Bad("cub-list-inf-keypoint", lambda t: cub_list(t, "5;6;7", "5;inf;7"), DatasetError,
+        r"column 'YA': 'inf' is not a finite number"),
+    Bad("cub-list-count-mismatch", lambda t: cub_list(t, "10;11;12", "10;11"), DatasetError,
+        r"line 2: column 'XA' has 2 values, expected 3"),
+    Bad("cub-list-box-3-values", lambda t: cub_list(t, "2;3;30;20,", "2;3;30,"), DatasetError,
+        r"column 'src_bbox' has 3 values, expected 4"),
+    Bad("cub-list-box-zero-width", lambda t: cub_list(t, ",2;3;30;20\n", ",2;3;0;20\n"), DatasetError,
+        r"column 'trg_bbox': box x;y;w;h needs a positive width and height"),
+    Bad("cub-list-bad-class", lambda t: cub_list(t, ",1,1,", ",1,one,"), DatasetError,
+        r"column 'target_class': 'one' is not a number"),
+    # CUB official tables (the sampler reads them)
+    Bad("cub-images-txt-no-path", lambda t: cub_table(t, "images.txt", f"2 {CUB_IMAGES[1]}", "2"), DatasetError,
+        r"images\.txt, line 2: expected '<image id> <path>'"),
+    Bad("cub-images-txt-duplicate-id", lambda t: cub_table(t, "images.txt", "3 ", "2 "), DatasetError,
+        r"images\.txt, line 3: image id 2 is listed twice"),
+    Bad("cub-parts-truncated-mid-line", lambda t: cub_truncated_parts(t, True), DatasetError,
+        r"part_locs\.txt, line 86: 3 values, expected 5 .*the file may be truncated"),
+    Bad("cub-parts-truncated-rows", lambda t: cub_truncated_parts(t, False), DatasetError,
+        r"part_locs\.txt: image id 6 has 10 row\(s\), expected 15; the file may be truncated"),
+    Bad("cub-parts-nan", lambda t: cub_table(t, "parts/part_locs.txt", "2 3 13.0", "2 3 nan"), DatasetError,
+        r"part_locs\.txt, line 18: column 'x': 'nan' is not a finite number"),
+    Bad("cub-parts-visible-not-0-1", lambda t: cub_table(t, "parts/part_locs.txt", "8.0 1\n", "8.0 2\n"),
+        DatasetError, r"column 'visible' must be 0 or 1, found 2"),
+    Bad("cub-box-malformed", lambda t: cub_table(t, "bounding_boxes.txt", "3 2.0 3.0 30.0", "3 2.0 3.0 3o"),
+        DatasetError, r"bounding_boxes\.txt, line 3: column 'width': '3o' is not a number"),
+    Bad("cub-box-zero-height", lambda t: cub_table(t, "bounding_boxes.txt", "4 2.0 3.0 30.0 20.0", "4 2 3 30 0"),
+        DatasetError, r"image id 4: the box needs a positive width and height"),
+    Bad("cub-split-unknown-image", lambda t: cub_table(t, "train_test_split.txt", "6 0", "99 0"), DatasetError,
+        r"train_test_split\.txt: image id 99 is not listed in images\.txt"),
+    Bad("cub-labels-empty", lambda t: cub_table(t, "image_class_labels.txt", "1 1\n2 1\n3 1\n4 2\n5 2\n6 2\n",
+                                               "\n"), DatasetError, r"image_class_labels\.txt: the file is empty"),
+    # CUB sampler arguments
+    Bad("cub-n-pairs-zero", lambda t: CUB(make_cub(t), n_pairs=0), InputError,
+        r"n_pairs must be an integer >= 1, got 0"),
+    Bad("cub-n-pairs-float", lambda t: CUB(make_cub(t), n_pairs=2.5), InputError,
+        r"n_pairs must be an integer >= 1, got 2\.5"),
+    Bad("cub-n-pairs-impossible", lambda t: CUB(make_cub(t), n_pairs=10**9), InputError,
+        r"cannot draw 1000000000 distinct pairs: the test split \(6 images\) has only 12 ordered same-species"),
+    Bad("cub-seed-negative", lambda t: CUB(make_cub(t), seed=-1), InputError, r"seed must be an integer >= 0"),
+    Bad("cub-same-class-string", lambda t: CUB(make_cub(t), same_class="yes"), InputError,
+        r"same_class must be True or False, got 'yes'"),
+    Bad("cub-unknown-split", lambda t: CUB(make_cub(t), split="dev"), InputError, r"unknown split 'dev'"),
+    Bad("cub-truncated-image", truncated_image, DatasetError, r"bird_1_1\.jpg cannot be read .*truncated"),
+    # PF-WILLOW
+    Bad("willow-short-row", lambda t: willow_csv(t, ",29.0\nPF-WILLOW/car/b.png", "\nPF-WILLOW/car/b.png"),
+        DatasetError, r"test_pairs\.csv, line 2: 41 cells, expected 42"),
+    Bad("willow-malformed-number", lambda t: willow_csv(t, "png,1.0,", "png,1.0.0,"), DatasetError,
+        r"line 2: column 'XA1': '1\.0\.0' is not a number"),
+    Bad("willow-header-only", lambda t: PFWillow(t, pairs=write_csv(t / "p.csv", [WILLOW_HEADER])), DatasetError,
+        r"p\.csv: lists no pairs"),
+    Bad("willow-nan", lambda t: willow_csv(t, "png,1.0,", "png,NaN,"), DatasetError,
+        r"column 'XA1': 'NaN' is not a finite number"),
+    Bad("willow-empty-image-cell", lambda t: willow_csv(t, "PF-WILLOW/car/a.png,PF", ",PF"), DatasetError,
+        r"line 2: empty cell in column 'imageA'"),
+    Bad("willow-mat-truncated", lambda t: willow_mat(t, b"MATLAB 5.0 MAT-file truncated"), DatasetError,
+        r"b\.mat: not a readable MATLAB file"),
+    Bad("willow-mat-no-variable", lambda t: willow_mat(t, {"points": np.zeros((2, 10))}), DatasetError,
+        r"b\.mat: no variable 'pts_coord'"),
+    Bad("willow-mat-nine-points", lambda t: willow_mat(t, {"pts_coord": np.zeros((2, 9))}), DatasetError,
+        r"pts_coord holds 9 keypoints, expected 10"),
+    Bad("willow-mat-inf", lambda t: willow_mat(t, {"pts_coord": np.full((2, 10), np.inf)}), DatasetError,
+        r"b\.mat: keypoint 1 is not finite"),
+    # PF-PASCAL
+    Bad("pascal-class-out-of-range", lambda t: pascal_csv(t, "test_pairs.csv", ",8", ",21"), DatasetError,
+        r"test_pairs\.csv, line 2: class 21 is outside 1\.\.20"),
+    Bad("pascal-class-not-number", lambda t: pascal_csv(t, "test_pairs.csv", ",8", ",cat"), DatasetError,
+        r"line 2: column 'class': 'cat' is not a number"),
+    Bad("pascal-flip-not-0-1", lambda t: pascal_csv(t, "trn_pairs.csv", ",8,0", ",8,2", split="trn"), DatasetError,
+        r"trn_pairs\.csv, line 2: column 'flip' must be 0 or 1, got '2'"),
+    Bad("pascal-xy-count-mismatch", lambda t: pascal_csv(t, "ncnet_pairs.csv", "4;5;6", "4;5"), DatasetError,
+        r"line 2: XA, YA, XB, YB must have the same number of values, got 3, 2, 3, 3"),
+    Bad("pascal-empty-csv", lambda t: PFPascal(make_pascal(t), pairs=write_csv(t / "e.csv", [])), DatasetError,
+        r"e\.csv: the file is empty"),
+    Bad("pascal-extra-cells", lambda t: pascal_csv(t, "ncnet_pairs.csv", ",1;2;3\n", ",1;2;3,9,9\n"),
+        DatasetError, r"line 2: 9 cells, expected 7"),
+    Bad("pascal-mat-half-nan-row", lambda t: pascal_mat(t, {"kps": [[1.0, 2.0], [np.nan, 3.0]], "bbox": [1, 2, 3, 4]}),
+        DatasetError, r"b\.mat: keypoint 2 is not finite .*NaN in both x and y"),
+    Bad("pascal-mat-truncated", lambda t: pascal_mat(t, (t / "PF-PASCAL/Annotations/cat/a.mat").read_bytes()[:150]
+                                                    if (t / "PF-PASCAL").exists() else b"\0" * 150),
+        DatasetError, r"b\.mat: not a readable MATLAB file .*truncated"),
+    Bad("pascal-mat-bad-box", lambda t: pascal_mat(t, {"kps": [[1.0, 2.0]], "bbox": [5, 2, 3]}), DatasetError,
+        r"b\.mat: the box must be 4 finite numbers x1 y1 x2 y2"),
+    Bad("pascal-mat-no-kps", lambda t: pascal_mat(t, {"bbox": [1, 2, 3, 4]}), DatasetError,
+        r"b\.mat: no variable 'kps'"),
+    Bad("pascal-mat-kps-shape", lambda t: pascal_mat(t, {"kps": np.zeros((3, 3)), "bbox": [1, 2, 3, 4]}),
+        DatasetError, r"keypoints must be an N x 2 array, got shape \(3, 3\)"),
+    # SPair-71k
+    Bad("spair-truncated-json", lambda t: spair_json(t, '{"src_kps": [[1, 2], [3'), DatasetError,
+        r"\.json: not valid JSON .*the file may be truncated"),
+    Bad("spair-missing-key", lambda t: spair_json(t, lambda a: a.pop("trg_kps")), DatasetError,
+        r"missing key\(s\) 'trg_kps'"),
+    Bad("spair-nan-keypoint", lambda t: spair_json(t, lambda a: a["src_kps"][1].__setitem__(0, float("nan"))),
+        DatasetError, r"src_kps\[1\] = \[nan, 4\.0\] is not finite"),
+    Bad("spair-count-mismatch", lambda t: spair_json(t, lambda a: a["trg_kps"].pop()), DatasetError,
+        r"2 src_kps but 1 trg_kps"),
+    Bad("spair-bad-imsize", lambda t: spair_json(t, lambda a: a.__setitem__("src_imsize", [0, 30, 3])),
+        DatasetError, r"src_imsize must be \[width, height, channels\] with positive integers, got \[0, 30, 3\]"),
+    Bad("spair-inverted-box", lambda t: spair_json(t, lambda a: a.__setitem__("trg_bndbox", [30, 1, 1, 25])),
+        DatasetError, r"the box must be 4 finite numbers x1 y1 x2 y2 with x1 <= x2"),
+    Bad("spair-bad-kps-ids", lambda t: spair_json(t, lambda a: a.__setitem__("kps_ids", ["x", "1"])),
+        DatasetError, r"kps_ids must be integers"),
+    Bad("spair-bad-layout-line", lambda t: spair_list(t, SPAIR_NAME + "\nnot a pair\n"), DatasetError,
+        r"test\.txt, line 2: bad line 'not a pair' \(expected NNNNNN-<src>-<trg>:<category>\)"),
+    Bad("spair-empty-list", lambda t: spair_list(t, "\n\n"), DatasetError, r"test\.txt: lists no pairs"),
+    Bad("spair-bad-size-option", lambda t: SPair(make_spair(t), size="medium"), InputError,
+        r"layout size must be 'large' or 'small', not 'medium'"),
+    # load_dataset
+    Bad("dataset-unknown-name", lambda t: load_dataset("pascal", t), InputError, r"unknown dataset 'pascal'"),
+    Bad("dataset-unknown-keyword", lambda t: load_dataset("cub", make_cub(t), n_pair=3), InputError,
+        r"unknown keyword argument\(s\) for CUB-200-2011 'n_pair'; allowed: n_pairs, same_class, seed"),
+    Bad("dataset-root-not-a-folder", lambda t: load_dataset("spair", t / "nope"), DatasetError,
+        r"dataset folder .*nope' not found"),
+    Bad("dataset-root-none", lambda t: load_dataset("cub", None), InputError,
+        r"root must be the path of the CUB-200-2011 folder, got None"),
+    # evaluation
+    Bad("eval-limit-zero", lambda t: eval_one(t, limit=0), InputError, r"limit must be an integer >= 1, got 0"),
+    Bad("eval-limit-negative", lambda t: eval_one(t, limit=-5), InputError, r"limit must be an integer >= 1, got -5"),
+    Bad("eval-alpha-nan", lambda t: eval_one(t, alphas=(0.1, float("nan"))), InputError,
+        r"alphas must be a finite number > 0, got nan"),
+    Bad("eval-alphas-empty", lambda t: eval_one(t, alphas=()), InputError, r"alphas must be a non-empty list"),
+    Bad("eval-frame-zero", lambda t: eval_one(t, frame=(0, 320)), InputError,
+        r"frame must be \(height, width\), two integers >= 1, got \(0, 320\)"),
+    Bad("eval-unknown-threshold", lambda t: eval_one(t, threshold="box"), InputError,
+        r"unknown PCK threshold 'box'"),
+    Bad("eval-zero-pairs", lambda t: evaluate(RescaleMatcher(), ListDataset(t, []), progress=False), DatasetError,
+        r"fake: nothing to evaluate, the dataset has 0 pairs"),
+    Bad("eval-no-valid-keypoint", lambda t: evaluate(RescaleMatcher(), ListDataset(t, [record(t, [False, False])]),
+                                                     progress=False), DatasetError,
+        r"none of the 1 evaluated pair\(s\) has a keypoint valid in both images"),
+    Bad("eval-not-a-matcher", lambda t: evaluate(NoMatch(), ListDataset(t, [])), InputError,
+        r"matcher must have a match\(source, target, keypoints\) method"),
+    Bad("eval-wrong-prediction-count", lambda t: evaluate(ShortMatcher(), ListDataset(t, [record(t, [True, True])]),
+                                                          progress=False), InputError,
+        r"expected 2 predicted keypoints, got array of shape \(1, 2\)"),
+]
+
+
+@pytest.mark.parametrize("case", ROWS, ids=[r.id for r in ROWS])
+def test_bad_input_raises_a_library_error(case: Bad, tmp_path: Path) -> None:
+    with pytest.raises(case.error, match=case.phrase) as info:
+        case.run(tmp_path)
+    assert isinstance(info.value, MMNetError)
+
+
+def test_table_has_one_row_per_kind() -> None:
+    ids = [r.id for r in ROWS]
+    assert len(ids) == len(set(ids))
+
+
+def test_good_synthetic_datasets_load(tmp_path: Path) -> None:
+    """The fixtures the table breaks are valid as built: each error above comes from its one change."""
+    assert len(CUB(make_cub(tmp_path / "c"), pairs="pairs.csv")) == 2
+    assert len(CUB(make_cub(tmp_path / "d"), n_pairs=12)) == 12  # every same-species pair there is
+    assert len(PFWillow(make_willow(tmp_path / "w"))) == 2
+    assert len(PFWillow(make_willow(tmp_path / "m") / "PF-WILLOW")) == 2
+    root = make_pascal(tmp_path / "p")
+    assert PFPascal(root)[0].valid.tolist() == [True, False, True]
+    assert PFPascal(root, split="trn")[0].flip is False
+    assert len(PFPascal(root, pairs=root / "ncnet_pairs.csv")[0].valid) == 3
+    assert SPair(make_spair(tmp_path / "s"))[0].kp_ids.tolist() == [0, 3]
+    assert eval_one(tmp_path / "e").n_pairs == 1
+
+
+def test_cub_sampler_refuses_at_once_and_is_linear(tmp_path: Path) -> None:
+    root = make_cub(tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="only 30 ordered pairs"):
+        CUB(root, n_pairs=31, same_class=False)
+    assert time.perf_counter() - start < 2.0
+    every = CUB(root, n_pairs=30, same_class=False)  # dense request: all of them, each once
+    assert len({(r.src_path, r.tgt_path) for r in every}) == 30
+    assert all(r.src_path != r.tgt_path for r in every)
