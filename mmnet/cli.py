@@ -1,4 +1,5 @@
-"""The `mmnet` command: every subcommand (match, flow, models, download, eval, convert-official, scot-layers, train).
+"""The `mmnet` command: every subcommand (match, flow, models, download, eval, convert-official, convert-lpmflow,
+scot-layers, train).
 
 Every subcommand is an argparse subparser whose ``func(args) -> int`` runs it. Building the parser imports neither
 torch nor timm (``mmnet --help`` is instant); each ``func`` imports what it needs. ``train`` takes its options
@@ -144,6 +145,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_lpmflow(args: argparse.Namespace) -> int:
+    import torch
+
+    from .zoo.convert.lpmflow import convert_lpmflow
+
+    convert_lpmflow(args.source, args.out, dtype={"fp32": torch.float32, "fp16": torch.float16}[args.dtype])
+    return 0
+
+
 def _cmd_scot_layers(args: argparse.Namespace) -> int:
     import torch
 
@@ -209,6 +219,18 @@ def _add_convert(sub: Any) -> None:
     p.set_defaults(func=_cmd_convert)
 
 
+def _add_convert_lpmflow(sub: Any) -> None:
+    p = sub.add_parser(
+        "convert-lpmflow", help="convert an official LPMFlow checkpoint (model_best.pth + args.pkl)",
+        description="Map the authors' LPMFlow checkpoint onto mmnet (weights_only loading, args.pkl through a "
+                    "restricted unpickler, aliases checked, dead keys dropped) and write model.safetensors + "
+                    "config.json with the official readout (docs/lpmflow.md).")
+    p.add_argument("source", help="the official folder (model_best.pth + args.pkl) or the .pth file")
+    p.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="storage dtype (default fp32)")
+    p.set_defaults(func=_cmd_convert_lpmflow)
+
+
 def _add_scot_layers(sub: Any) -> None:
     p = sub.add_parser("scot-layers", help="beam search for a SCOT layer set on validation pairs",
                        description="HPF's beam search over SCOT layer ids, scored by PCK@0.1 (docs/benchmarks.md).")
@@ -269,6 +291,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     _add_eval(sub)
     _add_convert(sub)
+    _add_convert_lpmflow(sub)
     _add_scot_layers(sub)
     if command == "train":
         from .train.cli import add_parser

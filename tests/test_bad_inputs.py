@@ -7,7 +7,11 @@ Malformed files are built in tmp_path from small synthetic datasets; no benchmar
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +20,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
+import mmnet
 from mmnet.data import CUB, PFPascal, PFWillow, SPair, load_dataset
 from mmnet.data.base import PairRecord
-from mmnet.errors import DatasetError, InputError, MMNetError
+from mmnet.errors import CheckpointError, DatasetError, InputError, MMNetError, UnknownModelError
 from mmnet.eval import RescaleMatcher, evaluate
+from mmnet.matching.images import PreprocessConfig, load_image
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 
 # --- synthetic datasets --------------------------------------------------------------------------------------
 
@@ -231,6 +241,78 @@ class ShortMatcher:
         return RescaleMatcher().match(source, target, np.asarray(keypoints)[:1])
 
 
+# --- models, checkpoints, images -----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_model() -> mmnet.MMNet:
+    return mmnet.create_model("mmnet_resnet18", channels=4, sem_channels=4)
+
+
+def matcher(**kw: Any) -> mmnet.Matcher:
+    return mmnet.Matcher(tiny_model(), **{"device": "cpu", **kw})
+
+
+@functools.lru_cache(maxsize=1)
+def saved_checkpoint() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="mmnet-bad-inputs-")) / "ckpt"
+    return mmnet.save_pretrained(tiny_model(), folder)
+
+
+def checkpoint(tmp: Path, config: Callable[[dict[str, Any]], Any] | None = None,
+               weights: Callable[[dict[str, torch.Tensor]], Any] | None = None) -> mmnet.MMNet:
+    """Load a copy of a saved checkpoint whose config.json and/or weights were changed in place."""
+    folder = tmp / "ckpt"
+    folder.mkdir()
+    source = saved_checkpoint()
+    data = json.loads((source / "config.json").read_text())
+    if config is not None:
+        config(data)
+    (folder / "config.json").write_text(json.dumps(data))
+    if weights is None:
+        os.symlink(source / "model.safetensors", folder / "model.safetensors")
+    else:
+        state = load_file(source / "model.safetensors")
+        weights(state)
+        save_file(state, folder / "model.safetensors")
+    return mmnet.from_pretrained(folder)
+
+
+def set_model(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda c: c["model"].__setitem__(key, value)
+
+
+def set_preprocess(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda c: c["preprocess"].__setitem__(key, value)
+
+
+def first_weight(change: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[dict[str, torch.Tensor]], None]:
+    def edit_state(state: dict[str, torch.Tensor]) -> None:
+        key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+        state[key] = change(state[key])
+    return edit_state
+
+
+def with_nan(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[0] = float("nan")
+    return t
+
+
+def bomb(tmp: Path) -> Any:
+    save_image(tmp / "big.png", 100, 100)
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 1000  # 10,000 pixels is more than twice the limit: PIL refuses to decode
+    try:
+        return load_image(tmp / "big.png")
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def match_points(points: Any) -> Any:
+    return matcher().match(torch.rand(3, 40, 50), torch.rand(3, 40, 50), points)
+
+
 # --- the table -----------------------------------------------------------------------------------------------
 
 
@@ -427,6 +509,119 @@ ROWS: list[Bad] = [
     Bad("eval-wrong-prediction-count", lambda t: evaluate(ShortMatcher(), ListDataset(t, [record(t, [True, True])]),
                                                           progress=False), InputError,
         r"expected 2 predicted keypoints, got array of shape \(1, 2\)"),
+    # matcher construction (MMNet Matcher, ReadoutConfig)
+    Bad("matcher-device-bogus", lambda t: matcher(device="bogus"), InputError,
+        r"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or a torch\.device, got 'bogus'"),
+    Bad("matcher-device-missing-gpu", lambda t: mmnet.Matcher(tiny_model(), device="cuda:99"), InputError,
+        r"device 'cuda:99': (no CUDA GPU is available|this machine has \d+ CUDA device)"),
+    Bad("matcher-device-number", lambda t: matcher(device=3.5), InputError, r"device must be .*, got 3\.5"),
+    Bad("matcher-level-out-of-range", lambda t: matcher(level=7), InputError,
+        r"level 7 out of range: level must be an integer in \[-4, 3\]"),
+    Bad("matcher-level-float", lambda t: matcher(level=1.5), InputError, r"level must be an integer, got 1\.5"),
+    Bad("matcher-method", lambda t: matcher(method="mean"), InputError,
+        r"method must be one of 'softargmax', 'argmax', got 'mean'"),
+    Bad("matcher-convention", lambda t: matcher(convention="middle"), InputError,
+        r"convention must be one of 'center', 'corner', got 'middle'"),
+    Bad("matcher-window-even", lambda t: matcher(window=4), InputError, r"window must be an odd integer >= 1"),
+    Bad("matcher-window-zero", lambda t: matcher(window=0), InputError, r"window must be an integer >= 1, got 0"),
+    Bad("matcher-chunk-size-zero", lambda t: matcher(chunk_size=0), InputError,
+        r"chunk_size must be an integer >= 1, got 0"),
+    Bad("matcher-input-size-zero", lambda t: matcher(input_size=(0, 320)), InputError,
+        r"input_size must be \(height, width\), two integers >= 32, got \(0, 320\)"),
+    Bad("matcher-input-size-1x1", lambda t: matcher(input_size=(1, 1)), InputError,
+        r"input_size must be .* >= 32, got \(1, 1\)"),
+    Bad("matcher-input-size-float", lambda t: matcher(input_size=(224.0, 320)), InputError,
+        r"input_size must be \(height, width\), two integers"),
+    Bad("matcher-input-size-negative", lambda t: matcher(input_size=(-224, 320)), InputError,
+        r"input_size must be .*got \(-224, 320\)"),
+    Bad("matcher-unknown-keyword", lambda t: matcher(levle=2), InputError,
+        r"unknown keyword argument\(s\) of Matcher 'levle'; allowed: convention, level, method, window"),
+    Bad("matcher-amp-string", lambda t: matcher(amp="yes"), InputError, r"amp must be True or False, got 'yes'"),
+    Bad("matcher-unknown-preset", lambda t: matcher(preset="fast"), InputError,
+        r"unknown preset 'fast': preset must be one of 'default', 'official'"),
+    Bad("matcher-not-a-model", lambda t: mmnet.Matcher("mmnet_resnet18"), InputError,
+        r"model must be an MMNet .*got 'mmnet_resnet18'"),
+    Bad("readout-config-method", lambda t: mmnet.ReadoutConfig(method="max"), InputError,
+        r"method must be one of 'softargmax', 'argmax', got 'max'"),
+    # model construction (create_model, MMNetConfig, PreprocessConfig)
+    Bad("config-channels-zero", lambda t: mmnet.MMNetConfig(channels=0), InputError,
+        r"channels must be an integer >= 1, got 0"),
+    Bad("config-channels-string", lambda t: mmnet.MMNetConfig(channels="21"), InputError,
+        r"channels must be an integer >= 1, got '21'"),
+    Bad("config-attention-kernel-even", lambda t: mmnet.MMNetConfig(attention_kernel=4), InputError,
+        r"attention_kernel must be an odd integer >= 1, got 4"),
+    Bad("config-dilations-empty", lambda t: mmnet.MMNetConfig(sem_dilations=()), InputError,
+        r"sem_dilations must be a non-empty list of integers >= 1"),
+    Bad("create-model-unknown-keyword", lambda t: mmnet.create_model("mmnet_resnet18", chanels=4), InputError,
+        r"unknown keyword argument\(s\) of create_model\('mmnet_resnet18'\) 'chanels'"),
+    Bad("create-model-unknown-name", lambda t: mmnet.create_model("mmnet_resnet17"), UnknownModelError,
+        r"mmnet_resnet17"),
+    Bad("preprocess-std-zero", lambda t: PreprocessConfig(std=(0.2, 0.0, 0.2)), InputError,
+        r"std\[1\] must be a finite number > 0, got 0\.0"),
+    Bad("preprocess-mean-two-values", lambda t: PreprocessConfig(mean=(0.5, 0.5)), InputError,
+        r"mean must be 3 numbers \(one per RGB channel\), got \(0\.5, 0\.5\)"),
+    # checkpoints: config.json that parses but is wrong, weights that load but are wrong
+    Bad("ckpt-channels-string", lambda t: checkpoint(t, set_model("channels", "21")), CheckpointError,
+        r"config\.json: channels must be an integer >= 1, got '21'"),
+    Bad("ckpt-mean-two-values", lambda t: checkpoint(t, set_preprocess("mean", [0.5, 0.5])), CheckpointError,
+        r"config\.json: mean must be 3 numbers"),
+    Bad("ckpt-std-zero", lambda t: checkpoint(t, set_preprocess("std", [0, 0, 0])), CheckpointError,
+        r"config\.json: std\[0\] must be a finite number > 0, got 0"),
+    Bad("ckpt-size-zero", lambda t: checkpoint(t, set_preprocess("size", [0, 0])), CheckpointError,
+        r"config\.json: size must be \(height, width\), two integers >= 1"),
+    Bad("ckpt-unknown-model-key", lambda t: checkpoint(t, set_model("depth", 3)), CheckpointError,
+        r"unknown MMNet config key\(s\) 'depth'"),
+    Bad("ckpt-unknown-preprocess-key", lambda t: checkpoint(t, set_preprocess("scale", 2)), CheckpointError,
+        r"unknown preprocess key\(s\) 'scale'"),
+    Bad("ckpt-model-null", lambda t: checkpoint(t, lambda c: c.__setitem__("model", None)), CheckpointError,
+        r"config\.json: \"model\" must be a JSON object, got None"),
+    Bad("ckpt-bad-readout", lambda t: checkpoint(t, lambda c: c.__setitem__("readout", {"method": "x"})),
+        CheckpointError, r"config\.json: method must be one of 'softargmax', 'argmax', got 'x'"),
+    Bad("ckpt-config-list", lambda t: checkpoint(t, lambda c: c.clear()), CheckpointError,
+        r"is not an mmnet config"),
+    Bad("ckpt-nan-weight", lambda t: checkpoint(t, weights=first_weight(with_nan)), CheckpointError,
+        r"model\.safetensors: tensor '.*' holds 1 NaN or infinite value\(s\)"),
+    Bad("ckpt-integer-weight", lambda t: checkpoint(t, weights=first_weight(lambda w: w.to(torch.int64))),
+        CheckpointError, r"is stored as int64, but the model needs floating-point weights"),
+    Bad("save-pretrained-int-dtype", lambda t: mmnet.save_pretrained(tiny_model(), t / "o", dtype=torch.int8),
+        InputError, r"dtype must be a floating torch dtype"),
+    Bad("save-pretrained-into-a-file", lambda t: mmnet.save_pretrained(tiny_model(), write_csv(t / "f", [])),
+        InputError, r"is a file, not a folder"),
+    Bad("save-pretrained-bad-readout", lambda t: mmnet.save_pretrained(tiny_model(), t, readout={"level": "2"}),
+        InputError, r"level must be an integer, got '2'"),
+    # images (documented rules: docs/conventions.md)
+    Bad("image-float-0-255", lambda t: load_image(np.full((4, 5, 3), 200.0)), InputError,
+        r"a float image array must hold values in \[0, 1\], got range \[200, 200\] .*divide by 255"),
+    Bad("image-negative-float-tensor", lambda t: load_image(torch.full((3, 4, 5), -0.5)), InputError,
+        r"a float image tensor must hold values in \[0, 1\], got range \[-0\.5, -0\.5\]"),
+    Bad("image-int64-tensor", lambda t: load_image(torch.zeros(3, 4, 5, dtype=torch.int64)), InputError,
+        r"image tensor dtype int64 is not supported: use uint8 \(0-255\), uint16 \(0-65535\) or float"),
+    Bad("image-bool-array", lambda t: load_image(np.zeros((4, 5), bool)), InputError,
+        r"image array dtype bool is not supported"),
+    Bad("image-channels-first-array", lambda t: load_image(np.zeros((3, 40, 50), np.uint8)), InputError,
+        r"got shape \(3, 40, 50\) \(channels first\? numpy images are \(H, W, C\)"),
+    Bad("image-channels-last-tensor", lambda t: load_image(torch.zeros(40, 50, 3)), InputError,
+        r"got \(40, 50, 3\) \(channels last\? tensors are \(C, H, W\)"),
+    Bad("image-nan", lambda t: load_image(torch.full((3, 4, 5), float("nan"))), InputError,
+        r"image tensor contains NaN or infinite values"),
+    Bad("image-url", lambda t: load_image("https://example.org/cat.jpg"), InputError,
+        r"is a URL: mmnet does not download images"),
+    Bad("image-decompression-bomb", bomb, InputError,
+        r"big\.png is too large to open safely: .*10000 pixels.*PIL\.Image\.MAX_IMAGE_PIXELS"),
+    Bad("image-missing-file", lambda t: load_image(t / "nope.jpg"), InputError, r"image file not found: .*nope"),
+    Bad("image-folder", lambda t: load_image(t), InputError, r"image file not found: .*\(it is a folder\)"),
+    Bad("image-not-an-image", lambda t: load_image(write_csv(t / "x.jpg", [["a"]])), InputError,
+        r"cannot read image .*x\.jpg"),
+    Bad("image-wrong-type", lambda t: load_image(42), InputError, r"unsupported image type int"),
+    # keypoints
+    Bad("keypoints-nan", lambda t: match_points([[1.0, float("nan")]]), InputError,
+        r"keypoints contain NaN or infinite values"),
+    Bad("keypoints-three-columns", lambda t: match_points(np.zeros((4, 3))), InputError,
+        r"keypoints must have shape \(N, 2\) of x, y pixels; got \(4, 3\)"),
+    Bad("keypoints-strings", lambda t: match_points([["a", "b"]]), InputError,
+        r"keypoints must be an \(N, 2\) array of x, y pixels"),
+    Bad("match-batch-length-mismatch", lambda t: matcher().match_batch([EXAMPLE], [EXAMPLE, EXAMPLE], [[[1, 2]]]),
+        InputError, r"got 1 sources, 2 targets, 1 keypoint sets"),
 ]
 
 
@@ -465,3 +660,47 @@ def test_cub_sampler_refuses_at_once_and_is_linear(tmp_path: Path) -> None:
     every = CUB(root, n_pairs=30, same_class=False)  # dense request: all of them, each once
     assert len({(r.src_path, r.tgt_path) for r in every}) == 30
     assert all(r.src_path != r.tgt_path for r in every)
+
+
+def test_save_pretrained_round_trip_keeps_predictions_and_writes_plain_files(tmp_path: Path) -> None:
+    """load -> save -> load gives the same predictions (the checkpoint's own readout is kept), files are
+    written by rename (no temporary files left) with ordinary permissions."""
+    name = "mmnet_efficientnet_lite2.cub_photos"
+    model = mmnet.from_pretrained(name)
+    folder = mmnet.save_pretrained(model, tmp_path / "copy")
+    again = mmnet.from_pretrained(folder)
+    assert again.readout == model.readout and again.preprocess == model.preprocess
+    points = [[91, 98], [136, 98], [114, 137]]
+    first = mmnet.Matcher(model, device="cpu").match(EXAMPLE, EXAMPLE.with_name("grace_hopper.jpg"), points)
+    second = mmnet.Matcher(again, device="cpu").match(EXAMPLE, EXAMPLE.with_name("grace_hopper.jpg"), points)
+    torch.testing.assert_close(first.keypoints, second.keypoints, rtol=0, atol=1e-4)
+    torch.testing.assert_close(first.scores, second.scores, rtol=0, atol=1e-5)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_keypoints_are_transferred_in_chunks(tmp_path: Path) -> None:
+    """Many points go through in `chunk_size` steps with the same answer as one step."""
+    src, tgt = torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(0)), torch.rand(3, 50, 70)
+    points = torch.rand(3000, 2) * torch.tensor([79.0, 59.0])
+    whole = matcher(chunk_size=4096).match(src, tgt, points)
+    chunked = matcher(chunk_size=7).match(src, tgt, points)
+    torch.testing.assert_close(chunked.keypoints, whole.keypoints, rtol=0, atol=1e-4)
+    torch.testing.assert_close(chunked.scores, whole.scores, rtol=0, atol=1e-5)
+
+
+def test_save_pretrained_leaves_no_half_written_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = mmnet.save_pretrained(tiny_model(), tmp_path / "ckpt")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def broken(*args: Any, **kw: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mmnet.zoo.hub.save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        mmnet.save_pretrained(tiny_model(), folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # old checkpoint intact, no temp files
+    shutil.rmtree(folder)

@@ -298,3 +298,124 @@ def test_args_pickle_is_read_without_running_code(tmp_path):
     with pytest.raises(CheckpointError):
         read_args(bad)
     assert not (tmp_path / "pwned").exists()
+
+
+# -- checkpoints and the matcher -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    model = LPMFlow(LpmflowConfig.tiny()).eval()
+    with torch.no_grad():  # make the random head less uniform than its init, so readouts differ across cells
+        model.encoder.pos_embed.normal_(0, 1.0)
+    return model
+
+
+def test_safetensors_round_trip_is_exact(tiny_model, tmp_path):
+    from mmnet.matching.lpmflow import load_lpmflow, save_lpmflow
+
+    save_lpmflow(tiny_model, tmp_path / "ckpt", readout={"preset": "official"})
+    loaded = load_lpmflow(tmp_path / "ckpt")
+    assert loaded.readout == {"preset": "official"} and loaded.config == tiny_model.config
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert torch.equal(loaded.encoder.blocks[0].attn.rel_index, larl_relative_index(4))
+    a, b = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(a, b).flow, tiny_model(a, b).flow)
+
+
+def test_loading_another_family_fails_clearly(tmp_path):
+    from mmnet.matching.lpmflow import load_lpmflow
+
+    (tmp_path / "config.json").write_text('{"architecture": "mmnet_resnet50", "model": {}}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="not an LPMFlow model"):
+        load_lpmflow(tmp_path)
+
+
+def test_matcher_default_readout(tiny_model):
+    from mmnet.matching.lpmflow import LpmflowMatcher
+
+    matcher = LpmflowMatcher(tiny_model, device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    src, tgt = torch.rand(3, 50, 70, generator=gen), torch.rand(3, 40, 30, generator=gen)
+    points = [[10.0, 20.0], [69.4, 49.4], [-3.0, 5.0]]
+    result = matcher.match(src, tgt, points)
+    assert result.keypoints.shape == (3, 2) and torch.isnan(result.keypoints[2]).all() and result.scores[2] == 0
+    assert ((result.scores[:2] >= 0) & (result.scores[:2] <= 1)).all()
+    flow = matcher.flow(src, tgt)
+    assert flow.flow.shape == (2, 50, 70)
+    # match at a pixel is the dense flow at that pixel
+    assert (torch.tensor([10.0, 20.0]) + flow.flow[:, 20, 10]).tolist() == pytest.approx(result.keypoints[0].tolist(),
+                                                                                         abs=1e-3)
+
+
+def test_matcher_official_readout(tiny_model):
+    from mmnet.matching.lpmflow import LpmflowMatcher
+
+    matcher = LpmflowMatcher(tiny_model, device="cpu", preset="official", input_size=(128, 128))
+    assert matcher.convention == "corner" and matcher.preprocess.size == (128, 128)
+    gen = torch.Generator().manual_seed(1)
+    src, tgt = torch.rand(3, 64, 96, generator=gen), torch.rand(3, 32, 48, generator=gen)
+    points = torch.tensor([[10.7, 20.2], [95.9, 63.9]])
+    result = matcher.match(src, tgt, points)
+    # by hand: the 128 frame, truncation, flow up-sampled to 128 and scaled by 128 / 32
+    flow, _ = matcher._run([src], [tgt])
+    up = torch.nn.functional.interpolate(flow, size=(128, 128), mode="bilinear", align_corners=False)[0] * 4
+    for (x, y), got in zip(points.tolist(), result.keypoints, strict=True):
+        fx, fy = min(int(x * 128 / 96), 127), min(int(y * 128 / 64), 127)
+        expected = [(fx + up[0, fy, fx].item()) * 48 / 128, (fy + up[1, fy, fx].item()) * 32 / 128]
+        assert got.tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_matcher_rejects_bad_options(tiny_model):
+    from mmnet.matching.lpmflow import LpmflowMatcher
+
+    with pytest.raises(InputError, match="unknown preset"):
+        LpmflowMatcher(tiny_model, device="cpu", preset="fast")
+    with pytest.raises(InputError, match="input_size"):
+        LpmflowMatcher(tiny_model, device="cpu", input_size=(4, 4))
+
+
+def test_convert_an_official_folder_end_to_end(tiny_official, tmp_path):
+    """model_best.pth as train.py writes it (wrapper dict, optimizer state) + args.pkl -> safetensors -> matcher."""
+    from mmnet.matching.lpmflow import LpmflowMatcher
+    from mmnet.zoo.convert.lpmflow import convert_lpmflow
+
+    config, state = tiny_official
+    folder = tmp_path / "spair"
+    folder.mkdir()
+    torch.save({"epoch": 3, "state_dict": state, "best_loss": 61.2, "scheduler": {"milestones": {100: 1}},
+                "optimizer": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3)}},
+                              "param_groups": [{"lr": 4e-5, "params": [0]}]}}, folder / "model_best.pth")
+    (folder / "args.pkl").write_bytes(pickle.dumps(argparse.Namespace(num_heads=4, mlp_ratio=4.0, feature_size=128,
+                                                                      benchmark="spair")))
+    result = convert_lpmflow(folder, tmp_path / "out", config=config, log=None)
+    saved = (tmp_path / "out" / "config.json").read_text()
+    assert '"architecture": "lpmflow_vit_tiny_test"' in saved and '"preset": "official"' in saved
+    assert result.args["benchmark"] == "spair" and len(result.report.roles["dead"]) == 22
+    matcher = LpmflowMatcher.create(tmp_path / "out", device="cpu")  # the test architecture is not registered
+    assert matcher.preset == "official" and matcher.preprocess.size == (512, 512)
+    reference, _ = build_official_model(state, config)
+    a, b = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(matcher.model(a, b).flow, reference(a, b).flow)
+    with pytest.raises(CheckpointError, match="num_heads"):  # args.pkl from another run
+        (folder / "args.pkl").write_bytes(pickle.dumps(argparse.Namespace(num_heads=8, mlp_ratio=4.0)))
+        convert_lpmflow(folder, None, log=None, config=None)
+
+
+def test_registry_names_and_tags():
+    import mmnet
+
+    assert "lpmflow_vit_base_patch16" in mmnet.list_models("lpmflow*")
+    tags = mmnet.list_models("lpmflow*", pretrained=True)
+    assert {t.split(".")[1] for t in tags} >= {"spair_official", "pfpascal_official", "pfwillow_official"}
+    from mmnet.errors import WeightsNotFoundError
+    from mmnet.zoo.catalog import OFFICIAL_HOME
+
+    if not (OFFICIAL_HOME / "lpmflow_vit_base_patch16.spair_official").exists():
+        with pytest.raises(WeightsNotFoundError, match="mmnet convert-lpmflow"):
+            mmnet.create_matcher("lpmflow_vit_base_patch16.spair_official")

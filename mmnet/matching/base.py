@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_bool, describe
 from ..errors import InputError
 from ..zoo._factory import create_matcher
 from .geometry import Convention, inside_image, pixel_grid
@@ -83,6 +84,32 @@ def warp_image(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image[None].float(), norm[None], mode="bilinear", align_corners=False)[0]
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> CUDA when available, else the CPU; anything else must name a device this machine has."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    allowed = "'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device"
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"device must be {allowed}, got {describe(device)}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"device must be {allowed}, got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {str(device)!r}: no CUDA GPU is available here (torch.cuda.is_available() "
+                             "is False); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s), indices 0..{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"device {str(device)!r}: MPS is not available here; use device='cpu'")
+    elif dev.type != "cpu":
+        raise InputError(f"device must be {allowed}, got {str(device)!r}")
+    return dev
+
+
 class BaseMatcher(ABC):
     """Keypoint transfer, dense flow and warping between image pairs; one subclass per matcher family.
 
@@ -97,8 +124,8 @@ class BaseMatcher(ABC):
     name: str = ""
 
     def __init__(self, device: str | torch.device | None = None, amp: bool = False) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.amp = amp
+        self.device = resolve_device(device)
+        self.amp = check_bool("amp", amp)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> BaseMatcher:

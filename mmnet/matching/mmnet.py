@@ -7,12 +7,13 @@ not its square); dense flow walks over the source cells in chunks. Conventions: 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..checks import check_bool, check_int, check_keys, check_size, describe
 from ..errors import InputError
 from ..models.mmnet import MMNet, MMNetConfig
 from ..zoo._factory import from_pretrained
@@ -21,11 +22,18 @@ from .geometry import Convention, bilinear_cells, blend_rows, grid_to_pixels, pi
 from .images import PreprocessConfig, prepare
 from .readouts import OFFICIAL_INPUT_SIZE, PRESETS, ReadoutConfig, read_scores
 
+#: The smallest input side: one cell at the coarsest (stride 32) level.
+MIN_INPUT_SIDE = 32
+
 
 def create_mmnet(name: str, pretrained: bool = False, pretrained_backbone: bool = False,
                  **config: Any) -> MMNet:
     """The registry's MMNet factory: ``mmnet_<backbone>[.tag]`` -> `MMNet` (see `mmnet.create_model`)."""
     arch, _, tag = name.partition(".")
+    check_keys(f"keyword argument(s) of create_model({name!r})", config,
+               [f.name for f in fields(MMNetConfig) if f.name != "backbone"])
+    check_bool("pretrained", pretrained)
+    check_bool("pretrained_backbone", pretrained_backbone)
     if pretrained or tag:
         if config:
             raise InputError("config overrides cannot be combined with pretrained weights")
@@ -43,14 +51,23 @@ class Matcher(BaseMatcher):
         input_size: (H, W) the images are resized to (default: the checkpoint's).
         amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA, except with the
             official readout, which runs in float32 like the official test.
-        chunk_size: source cells per step in dense flow.
+        chunk_size: source cells per step in dense flow, and keypoints per step in `match`.
     """
 
     def __init__(self, model: MMNet, *, device: str | torch.device | None = None, preset: str | None = None,
                  input_size: tuple[int, int] | None = None, amp: bool | None = None, chunk_size: int = 2048,
                  **readout: Any) -> None:
-        if preset is not None and preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        if not isinstance(model, MMNet):
+            raise InputError(f"model must be an MMNet (mmnet.create_model or mmnet.from_pretrained), got "
+                             f"{describe(model)}")
+        if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+            raise InputError(f"unknown preset {preset!r}: preset must be one of {', '.join(map(repr, PRESETS))}")
+        check_keys("keyword argument(s) of Matcher", readout, [f.name for f in fields(ReadoutConfig)])
+        if amp is not None:
+            check_bool("amp", amp)
+        self.chunk_size = check_int("chunk_size", chunk_size, min=1)
+        if input_size is not None:
+            input_size = check_size("input_size", input_size, min=MIN_INPUT_SIDE)
         super().__init__(device)
         base = PRESETS[preset] if preset else ReadoutConfig(**model.readout)
         self.readout = replace(base, **readout)
@@ -62,9 +79,10 @@ class Matcher(BaseMatcher):
         self.preprocess: PreprocessConfig = replace(preprocess, size=tuple(input_size)) if input_size else preprocess
         # the official readout is a hard argmax over raw scores: keep it in float32 (as the official test) by default
         self.amp = (self.device.type == "cuda" and self.readout != PRESETS["official"]) if amp is None else amp
-        self.chunk_size = chunk_size
         if not -model.num_levels <= self.readout.level < model.num_levels:
-            raise InputError(f"level {self.readout.level} out of range for {model.num_levels} levels")
+            raise InputError(f"level {self.readout.level} out of range: level must be an integer in "
+                             f"[{-model.num_levels}, {model.num_levels - 1}] for this model's {model.num_levels} "
+                             "levels (coarse to fine)")
 
     @classmethod
     def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
@@ -110,9 +128,14 @@ class Matcher(BaseMatcher):
         with self.autocast():
             src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
             src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
-            cells, weights = bilinear_cells(pixels_to_grid(padded, size, src_grid, conv), src_grid)
-            rows = self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
-            grid_xy, scores = read_scores(blend_rows(rows, weights), self.readout)
+            read = []
+            # `chunk_size` points per step: the correlation rows of all points at once would need
+            # 4 x N x (target cells) floats (18 GB for a million points)
+            for chunk in pixels_to_grid(padded, size, src_grid, conv).split(self.chunk_size, dim=1):
+                cells, weights = bilinear_cells(chunk, src_grid)
+                rows = self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
+                read.append(read_scores(blend_rows(rows, weights), self.readout))
+            grid_xy, scores = torch.cat([r[0] for r in read], 1), torch.cat([r[1] for r in read], 1)
         target = self._to_target_pixels(grid_xy, tgt_grid, tgt_sizes)
         return [MatchResult(target[i, : len(p)].cpu(), scores[i, : len(p)].cpu()) for i, p in enumerate(points)]
 

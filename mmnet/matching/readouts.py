@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
 
+from ..checks import check_choice, check_int, check_keys
 from ..errors import InputError
 from .geometry import Convention, argmax_readout, soft_argmax_readout
 
@@ -29,6 +30,22 @@ class ReadoutConfig:
     method: Literal["softargmax", "argmax"] = "softargmax"
     window: int = 5
     convention: Convention = "center"
+
+    def __post_init__(self) -> None:
+        check_int("level", self.level)
+        check_choice("method", self.method, ("softargmax", "argmax"))
+        check_int("window", self.window, min=1)
+        if self.window % 2 == 0:
+            raise InputError(f"window must be an odd integer >= 1 (a patch centred on the argmax), got {self.window}")
+        check_choice("convention", self.convention, ("center", "corner"))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ReadoutConfig:
+        """The "readout" object of a config.json; unknown keys and wrong values raise `InputError`."""
+        if not isinstance(data, dict):
+            raise InputError(f"readout must be a JSON object, got {type(data).__name__}")
+        check_keys("readout key(s)", data, [f.name for f in fields(cls)])
+        return cls(**data)
 
 
 PRESETS: dict[str, ReadoutConfig] = {

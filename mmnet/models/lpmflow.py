@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, UnknownModelError
+from ..matching.images import PreprocessConfig
 from .softargmax import SoftArgmaxFlow
 
 __all__ = [
@@ -561,6 +562,40 @@ class LPMFlow(nn.Module):
         if refine_dim % config.refine_heads:
             raise InputError(f"refine_heads={config.refine_heads} does not divide proj_dim + 8 = {refine_dim}")
         self.refiner = FlowRefiner(refine_dim, config.refine_heads, config.refine_windows)
+        # the library's default input: straight to the ViT's size, antialiased (the official: 512, see the matcher)
+        self.preprocess = PreprocessConfig(size=(vit_size, vit_size), mean=spec.mean, std=spec.std, antialias=True)
+        self.readout: dict[str, Any] = {}
+        self._init_head()
+
+    def reset_buffers(self) -> None:
+        """Recompute the relative-position index buffers (never stored in checkpoints), e.g. after ``to_empty``."""
+        for module in self.modules():
+            if isinstance(module, LarlAttention):
+                module.rel_index = larl_relative_index(module.grid).to(module.rel_table.device)
+            elif isinstance(module, WindowAttention):
+                module.rel_index = swin_relative_index(module.window).to(module.rel_table.device)
+
+    @property
+    def architecture(self) -> str:
+        """The registry name, ``lpmflow_<backbone>``."""
+        return f"lpmflow_{self.config.backbone}"
+
+    def _init_head(self) -> None:
+        """The official initialisation of the head (the backbone keeps timm's, or its pretrained weights):
+        truncated normal 0.02 for the encoder and Swin linear layers and tables, the encoder's absolute and
+        segment embeddings; zeros for the decoders' tables and the training-only source table; PyTorch defaults
+        for the decoders' linear layers and the convolutions."""
+        for module in [*self.encoder.modules(), *self.upsampler.modules(), *self.refiner.modules()]:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, (LarlAttention, WindowAttention)):
+                nn.init.trunc_normal_(module.rel_table, std=0.02)
+        for table in (self.encoder.pos_embed, self.encoder.src_segment, self.encoder.tgt_segment):
+            nn.init.trunc_normal_(table, std=0.02)
 
     @property
     def flow_size(self) -> tuple[int, int]:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_bool, check_int, check_keys, describe
+from ..errors import InputError
 from ..matching.images import PreprocessConfig
 from .backbones import Backbone, get_backbone_spec
 from .components import (
@@ -36,6 +38,20 @@ class MMNetConfig:
     attention_kernel: int = 3
     detach_coarse: bool = True
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise InputError(f"backbone must be a registered backbone name, got {describe(self.backbone)}")
+        check_int("channels", self.channels, min=1)
+        check_int("sem_channels", self.sem_channels, min=1)
+        dilations = self.sem_dilations
+        if isinstance(dilations, (str, bytes)) or not isinstance(dilations, (tuple, list)) or not dilations:
+            raise InputError(f"sem_dilations must be a non-empty list of integers >= 1, got {describe(dilations)}")
+        self.sem_dilations = tuple(check_int("sem_dilations", d, min=1) for d in dilations)
+        check_int("attention_kernel", self.attention_kernel, min=1)
+        if self.attention_kernel % 2 == 0:
+            raise InputError(f"attention_kernel must be an odd integer >= 1, got {self.attention_kernel}")
+        check_bool("detach_coarse", self.detach_coarse)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["sem_dilations"] = list(self.sem_dilations)
@@ -43,12 +59,11 @@ class MMNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MMNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MMNet config keys: {sorted(unknown)}")
+        if not isinstance(data, dict):
+            raise InputError(f"the MMNet config must be a JSON object, got {describe(data)}")
+        check_keys("MMNet config key(s)", data, [f.name for f in fields(cls)])
         data = dict(data)
-        if "sem_dilations" in data:
+        if isinstance(data.get("sem_dilations"), list):
             data["sem_dilations"] = tuple(data["sem_dilations"])
         return cls(**data)
 

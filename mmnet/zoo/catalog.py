@@ -15,6 +15,11 @@ register_model("mmnet_{backbone}", matcher="mmnet.matching.mmnet:Matcher.create"
                model="mmnet.matching.mmnet:create_mmnet", description="MMNet (Zhao et al., ICCV 2021)")
 register_model("scot_{backbone}", matcher="mmnet.matching.scot:ScotMatcher.create",
                description="SCOT (Liu et al., CVPR 2020), training-free optimal transport")
+for _vit in ("vit_base_patch16", "vit_small_patch16", "vit_base_patch14_dinov2"):  # mmnet.models.lpmflow.VIT_BACKBONES
+    register_model(f"lpmflow_{_vit}", matcher="mmnet.matching.lpmflow:LpmflowMatcher.create",
+                   model="mmnet.matching.lpmflow:create_lpmflow",
+                   description="LPMFlow (Sun et al., CVPR 2024) on a timm ViT" +
+                   (" (the official architecture)" if _vit == "vit_base_patch16" else ""))
 
 
 # -- The authors' MMNet checkpoints (ResNet-101-FCN), converted locally: see docs/official-checkpoints.md -------------
@@ -57,3 +62,27 @@ register_pretrained("mmnet_efficientnet_lite2.cub_photos", PretrainedCfg(
         "measured": "2026-11-23, mmnet eval defaults (original pixels), commands in the model card",
     },
     notes="trained on a 2-core CPU for 49 minutes (1,400 steps of 4 pairs); see the model card"))
+
+
+# -- The authors' LPMFlow checkpoints (iBOT ViT-B/16), converted locally: see docs/lpmflow.md -------------------------
+# Hosted on a Baidu Netdisk share (folders spair / pfpascal / pfwillow, each model_best.pth + args.pkl, ~2.1 GB);
+# not redistributable here. Metrics: reported by the authors (supplement), not reproduced by mmnet; measured with the
+# official protocol, whose SPair threshold uses the source box and whose checkpoint was selected on the test split.
+def _register_lpmflow(tag: str, folder_name: str, reported: dict[str, float]) -> None:
+    name = f"lpmflow_vit_base_patch16.{tag}"
+    folder = OFFICIAL_HOME / name
+    register_pretrained(name, PretrainedCfg(
+        local_dir=str(folder),
+        license="Apache-2.0 file upstream (copyright line blank; code derived from GPL-3.0 CATs); do not redistribute",
+        metrics={"reported": reported, "source": "LPMFlow supplement (CVPR 2024), official protocol",
+                 "reproduced": False, **({} if reported else {"note": "the paper's figure for this checkpoint was "
+                                                                      "not available to mmnet"})},
+        notes=f"convert the authors' checkpoint first: download the '{folder_name}' folder (model_best.pth + "
+              "args.pkl) from the Baidu Netdisk link in the README of github.com/YXSUNMADMAX/LPMFlow, then run "
+              f"`mmnet convert-lpmflow {folder_name} --out {folder}` (set MMNET_HOME before importing mmnet to change "
+              "the folder); the converted config keeps the official readout (512x512 input, truncated points)"))
+
+
+_register_lpmflow("spair_official", "spair", {"spair_pck@0.10_bbox": 65.6})
+_register_lpmflow("pfpascal_official", "pfpascal", {})
+_register_lpmflow("pfwillow_official", "pfwillow", {})

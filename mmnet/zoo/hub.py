@@ -11,6 +11,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from huggingface_hub import hf_hub_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError, UnknownModelError, WeightsNotFoundError
+from ..checks import describe
+from ..errors import CheckpointError, InputError, UnknownModelError, WeightsNotFoundError
 from ..matching.images import PreprocessConfig
 from ..models.mmnet import MMNet, MMNetConfig
 from ..version import __version__
@@ -31,27 +33,75 @@ WEIGHTS_NAME = "model.safetensors"
 HUB_PREFIX = "hf-hub:"
 
 
+def _write_atomic(path: Path, write: Any) -> None:
+    """`write(tmp_path)` into a temporary file beside `path`, then rename it over `path` (readers never see a
+    half-written file), with the permissions of an ordinary new file (0666 minus the umask, usually 0644)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_pretrained(model: MMNet, directory: str | Path, *, dtype: torch.dtype = torch.float32,
                     readout: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` (floats stored as `dtype`) and ``config.json`` into `directory`.
 
-    `readout` records the recommended `Matcher` settings; `extra` is copied into config.json as is.
+    `readout` records the recommended `Matcher` settings (default: the model's own, so a load -> save round
+    trip keeps its predictions); `extra` is copied into config.json as is. Each file is written to a temporary
+    name and renamed into place, weights first, so a reader sees either the old or the new checkpoint.
     """
-    directory = Path(directory)
+    if not isinstance(model, MMNet):
+        raise InputError(f"model must be an MMNet, got {describe(model)}")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise InputError(f"dtype must be a floating torch dtype (torch.float32, float16, bfloat16), got {dtype!r}")
+    readout = dict(getattr(model, "readout", {}) or {}) if readout is None else dict(readout)
+    from ..matching.readouts import ReadoutConfig
+
+    ReadoutConfig.from_dict(readout)  # an InputError now rather than a CheckpointError at the next load
+    reserved = {"architecture", "model", "preprocess", "readout", "mmnet_version"} & set(extra or {})
+    if reserved:
+        raise InputError(f"extra must not override {', '.join(sorted(reserved))}")
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"directory {str(directory)!r} is a file, not a folder")
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt", "mmnet_version": __version__})
+    check_weights(state, "the model")
     config = {
         "architecture": model.architecture,
         "model": model.config.to_dict(),
         "preprocess": model.preprocess.to_dict(),
-        "readout": readout or {},
+        "readout": readout,
         "mmnet_version": __version__,
         **(extra or {}),
     }
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    text = json.dumps(config, indent=2) + "\n"
+    _write_atomic(directory / WEIGHTS_NAME,
+                  lambda p: save_file(state, p, metadata={"format": "pt", "mmnet_version": __version__}))
+    _write_atomic(directory / CONFIG_NAME, lambda p: p.write_text(text))
     return directory
+
+
+def check_weights(state: dict[str, torch.Tensor], origin: str,
+                  expected: dict[str, torch.Tensor] | None = None) -> None:
+    """Every floating tensor finite; where `expected` is floating, the stored tensor is floating too."""
+    for key, value in state.items():
+        if expected is not None and key in expected and expected[key].is_floating_point() \
+                and not value.is_floating_point():
+            raise CheckpointError(f"{origin}: tensor {key!r} is stored as {str(value.dtype).removeprefix('torch.')}"
+                                  ", but the model needs floating-point weights")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{origin}: tensor {key!r} holds {bad} NaN or infinite value(s); the checkpoint "
+                                  "is damaged (or training diverged)")
 
 
 @dataclass(frozen=True)
@@ -148,11 +198,18 @@ def sha256_of(path: Path) -> str:
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict; not JSON, not an object, or without a "model" object: `CheckpointError`."""
     try:
         config = json.loads(path.read_text())
-        config["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not an mmnet config ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointError(f"{path} is not an mmnet config (expected a JSON object with a \"model\" entry)")
+    for key in ("model", "preprocess", "readout"):
+        if key in config and not isinstance(config[key], dict):
+            raise CheckpointError(f"{path}: \"{key}\" must be a JSON object, got {describe(config[key])}")
+    if "architecture" in config and not isinstance(config["architecture"], str):
+        raise CheckpointError(f"{path}: \"architecture\" must be a string, got {describe(config['architecture'])}")
     return config
 
 
@@ -184,16 +241,22 @@ def load_mmnet(source: Source | str | Path, *, revision: str | None = None, cach
         raise CheckpointError(f"{weights_path} has sha256 {actual}, expected {sha256}: the file is corrupted or "
                               "not the registered one; delete it and download again")
     config = read_config(config_path)
+    from ..matching.readouts import ReadoutConfig
+
     try:
         model_config = MMNetConfig.from_dict(config["model"])
-    except (TypeError, ValueError) as exc:
+        readout = dict(config.get("readout", {}))
+        ReadoutConfig.from_dict(readout)
+        model = MMNet(model_config, pretrained_backbone=False)
+        preprocess = PreprocessConfig.from_dict({**model.preprocess.to_dict(), **config.get("preprocess", {})})
+    except (TypeError, ValueError) as exc:  # InputError is a ValueError
         raise CheckpointError(f"{config_path}: {exc}") from exc
-    model = MMNet(model_config, pretrained_backbone=False)
     try:
         state = load_file(weights_path)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from exc
+    check_weights(state, str(weights_path), model.state_dict())
     load_state(model, state, str(weights_path))
-    model.preprocess = PreprocessConfig.from_dict({**model.preprocess.to_dict(), **config.get("preprocess", {})})
-    model.readout = dict(config.get("readout", {}))
+    model.preprocess = preprocess
+    model.readout = readout
     return model.eval()

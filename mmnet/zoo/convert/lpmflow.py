@@ -23,7 +23,6 @@ The file is read with ``weights_only=True`` and ``args.pkl`` with a restricted u
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -268,16 +267,16 @@ def infer_config(state: Mapping[str, torch.Tensor], args: Mapping[str, Any] | No
     tables = [k for k in state if re.fullmatch(r"SRBranches\.refine_swin_decoder_\d+\.0\.transformer\.layers\.0\."
                                                 r"blocks\.0\.attn\.relative_position_bias_table", k)]
     refine_heads = int(state[tables[0]].shape[1]) if tables else 8
-    if dim != 768:
-        raise CheckpointError(f"the official LPMFlow backbone is ViT-B/16 (width 768); this file has width {dim}")
-    config = LpmflowConfig(backbone="vit_base_patch16", heads=heads, encoder_depth=depth, mlp_ratio=hidden / dim,
-                           proj_dim=proj, refine_windows=tuple(windows) or (16, 8, 4), refine_heads=refine_heads)
     if args:
         for name, ours in (("num_heads", heads), ("mlp_ratio", hidden / dim)):
             if name in args and args[name] is not None and float(args[name]) != float(ours):
                 raise CheckpointError(f"args.pkl says {name}={args[name]!r} but the weights have {ours}: the two "
                                       "files do not belong together")
-    return config
+    if dim != 768:
+        raise CheckpointError(f"the official LPMFlow backbone is ViT-B/16 (width 768); this file has width {dim} "
+                              "(pass config= for another architecture)")
+    return LpmflowConfig(backbone="vit_base_patch16", heads=heads, encoder_depth=depth, mlp_ratio=hidden / dim,
+                         proj_dim=proj, refine_windows=tuple(windows) or (16, 8, 4), refine_heads=refine_heads)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -317,13 +316,7 @@ def build_official_model(state: Mapping[str, torch.Tensor], config: LpmflowConfi
         model = LPMFlow(config)
     mapped, report = map_official_state_dict(state, model)
     model.load_state_dict(mapped, strict=True, assign=True)
-    # buffers are not in the state dict (regenerated): rebuild them off the meta device
-    for module in model.modules():
-        for name, buf in list(module.named_buffers(recurse=False)):
-            if buf.is_meta:
-                fresh = (larl_relative_index(model.grid) if name == "rel_index" and hasattr(module, "grid")
-                         else swin_relative_index(module.window))
-                module.register_buffer(name, fresh, persistent=False)
+    model.reset_buffers()  # index buffers are regenerated, not loaded
     if left := [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]:
         raise CheckpointError(f"tensors not filled by the checkpoint: {left[:5]}")
     return model.eval(), report
@@ -352,6 +345,7 @@ OFFICIAL_READOUT = {"preset": "official"}
 
 
 def convert_lpmflow(source: str | Path, out: str | Path | None = None, *, dtype: torch.dtype = torch.float32,
+                    config: LpmflowConfig | None = None,
                     log: Callable[[str], None] | None = print) -> LpmflowConversion:
     """Convert an official LPMFlow checkpoint and, with `out`, write ``model.safetensors`` + ``config.json``.
 
@@ -360,6 +354,7 @@ def convert_lpmflow(source: str | Path, out: str | Path | None = None, *, dtype:
             or the ``.pth`` file (``args.pkl`` is then looked for beside it).
         out: output folder; nothing is written when None.
         dtype: storage dtype of floating tensors (``torch.float32`` or ``torch.float16``).
+        config: the architecture, when it is not the official ViT-B/16 one (default: read off the shapes).
         log: where the summary goes (None: silent).
     """
     from ...matching.lpmflow import save_lpmflow
@@ -369,7 +364,7 @@ def convert_lpmflow(source: str | Path, out: str | Path | None = None, *, dtype:
     args = read_args(args_path) if args_path is not None else None
     state = read_checkpoint(checkpoint)
     try:
-        config = infer_config(state, args)
+        config = config or infer_config(state, args)
         model, report = build_official_model(state, config)
     except CheckpointError as exc:
         raise CheckpointError(f"{checkpoint}: {exc}") from exc
@@ -395,32 +390,10 @@ def convert_lpmflow(source: str | Path, out: str | Path | None = None, *, dtype:
     return result
 
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    convert_lpmflow(args.source, args.out, dtype=_DTYPES[args.dtype])
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``mmnet convert-lpmflow`` to an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "convert-lpmflow", help="convert an official LPMFlow checkpoint (model_best.pth + args.pkl)",
-        description="Map the authors' LPMFlow checkpoint onto mmnet (safe loading, aliases checked, dead keys "
-                    "dropped) and write model.safetensors + config.json with the official readout.")
-    parser.add_argument("source", help="the official folder (model_best.pth + args.pkl) or the .pth file")
-    parser.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(_DTYPES), help="storage dtype (default fp32)")
-    parser.set_defaults(func=_cmd_convert)
-    return parser
-
-
 __all__ = [
     "LpmflowConversion",
     "MappingReport",
     "OfficialKey",
-    "add_parser",
     "build_official_model",
     "convert_lpmflow",
     "infer_config",

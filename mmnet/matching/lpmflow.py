@@ -1,0 +1,246 @@
+"""`LpmflowMatcher`: LPMFlow keypoint transfer and dense flow in original image pixels, with two readouts.
+
+LPMFlow outputs a dense source -> target flow on a 128 x 128 source grid (ViT-B/16; 8g x 8g in general), in
+cells of that grid. Readouts (``preset``):
+
+- ``"default"``: images resized straight to the ViT's input (256 x 256, antialiased bilinear, aspect ignored);
+  each point's exact position on the flow grid (pixel-centre convention, docs/conventions.md), the flow
+  interpolated bilinearly there, the target position mapped back to the target's original pixels with the same
+  convention. No truncation.
+- ``"official"``: the official test: images resized to 512 x 512 (antialiased bilinear, like its PIL resize; the
+  model then halves them without antialias), points mapped into the 512 frame by ``x * 512 / W`` and truncated
+  to integers (clamped to [0, 511]), the flow up-sampled to 512 x 512 (bilinear, ``align_corners=False``) and
+  multiplied by 4, ``prediction = point + flow[point]``, mapped to the target's pixels by ``x * W / 512``.
+
+Both give a score in [0, 1] per point: the soft-argmax probability of the finest matching map (32 x 32 cells)
+within the 3 x 3 target cells around its most likely cell, interpolated like the flow. PCK is computed by
+`mmnet.eval` in original pixels against the target keypoints (the official code's SPair threshold uses the
+source box; see docs/lpmflow.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError, InputError
+from ..models.lpmflow import LPMFlow, LpmflowConfig
+from ..version import __version__
+from ..zoo._registry import get_pretrained_cfg, is_registered
+from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, read_config, resolve_files, sha256_of, source_of
+from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
+from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid
+from .images import PreprocessConfig, prepare
+from .readouts import window_mass
+
+PRESETS = ("default", "official")
+PREFIX = "lpmflow_"
+OFFICIAL_INPUT_SIZE = (512, 512)
+
+
+def _is_path(name_or_path: str | Path) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def create_lpmflow(name: str, pretrained: bool = False, pretrained_backbone: bool | str = False,
+                   **config: Any) -> LPMFlow:
+    """The registry's LPMFlow factory: ``lpmflow_<vit>[.tag]`` -> `LPMFlow` (see `mmnet.create_model`).
+
+    ``pretrained_backbone=True`` loads the ViT's self-supervised timm weights (``vit_base_patch16_224.dino`` for
+    ``lpmflow_vit_base_patch16``; network or a filled hub cache), or a tag string such as ``"mae"``.
+    ``config`` overrides `LpmflowConfig` fields of a fresh model, e.g. ``encoder_depth=4``.
+    """
+    arch, _, tag = str(name).partition(".")
+    if pretrained or tag or _is_path(name):
+        if config or pretrained_backbone:
+            raise InputError("config overrides and pretrained_backbone cannot be combined with pretrained weights")
+        return load_lpmflow(name)
+    if not arch.startswith(PREFIX):
+        raise InputError(f"LPMFlow architectures are named lpmflow_<vit backbone>, got {name!r}")
+    return LPMFlow(LpmflowConfig(backbone=arch.removeprefix(PREFIX), **config), pretrained_backbone=pretrained_backbone)
+
+
+def save_lpmflow(model: LPMFlow, directory: str | Path, *, dtype: torch.dtype = torch.float32,
+                 readout: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """``model.safetensors`` + ``config.json`` (architecture, `LpmflowConfig`, preprocess, readout) in `directory`.
+
+    `readout` defaults to the model's own (``{"preset": ...}``); `extra` is copied into config.json. Each file is
+    written under a temporary name and renamed into place, weights first.
+    """
+    if not isinstance(model, LPMFlow):
+        raise InputError(f"model must be an LPMFlow, got {type(model).__name__}")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype!r}")
+    readout = dict(model.readout if readout is None else readout)
+    if readout.get("preset", "default") not in PRESETS:
+        raise InputError(f"readout preset {readout.get('preset')!r} is not one of {list(PRESETS)}")
+    reserved = {"architecture", "model", "preprocess", "readout", "mmnet_version"} & set(extra or {})
+    if reserved:
+        raise InputError(f"extra must not override {', '.join(sorted(reserved))}")
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    config = {"architecture": model.architecture, "model": model.config.to_dict(),
+              "preprocess": model.preprocess.to_dict(), "readout": readout, "mmnet_version": __version__,
+              **(extra or {})}
+    for name, write in ((WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt",
+                                                                                 "mmnet_version": __version__})),
+                        (CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))):
+        tmp = directory / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, directory / name)
+    return directory
+
+
+def load_lpmflow(name_or_path: str | Path | Source, *, revision: str | None = None,
+                 cache_dir: str | Path | None = None, local_files_only: bool = False) -> LPMFlow:
+    """An `LPMFlow` from a registered name (``lpmflow_vit_base_patch16.spair_official``), folder, safetensors file
+    or hub id; strict loading, eval mode, CPU."""
+    source = name_or_path
+    if isinstance(name_or_path, (str, Path)) and not _is_path(name_or_path) and is_registered(str(name_or_path)):
+        source = source_of(get_pretrained_cfg(str(name_or_path)), str(name_or_path))
+    config_path, weights_path, sha256 = resolve_files(source, revision=revision, cache_dir=cache_dir,
+                                                      local_files_only=local_files_only)
+    if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
+        raise CheckpointError(f"{weights_path} has sha256 {actual}, expected {sha256}: delete it and convert or "
+                              "download it again")
+    config = read_config(config_path)
+    if not str(config.get("architecture", "")).startswith(PREFIX):
+        raise CheckpointError(f"{config_path} describes {config.get('architecture')!r}, not an LPMFlow model "
+                              "(lpmflow_<vit>); load it with mmnet.create_matcher instead")
+    try:
+        model_config = LpmflowConfig.from_dict(config["model"])
+    except (InputError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from exc
+    with torch.device("meta"):
+        model = LPMFlow(model_config)
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from exc
+    model = model.to_empty(device="cpu")
+    model.reset_buffers()
+    load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(weights_path))
+    model.preprocess = PreprocessConfig.from_dict({**model.preprocess.to_dict(), **config.get("preprocess", {})})
+    model.readout = dict(config.get("readout", {}))
+    return model.eval()
+
+
+class LpmflowMatcher(BaseMatcher):
+    """Semantic correspondence with an LPMFlow model (`mmnet.models.lpmflow.LPMFlow`).
+
+    Args:
+        model: an `LPMFlow` (e.g. ``mmnet.create_model("lpmflow_vit_base_patch16")`` or `load_lpmflow`).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        preset: ``"default"`` or ``"official"`` (see the module docstring); default: the checkpoint's.
+        input_size: (H, W) the images are resized to before the model (default: 256 x 256, or 512 x 512 with the
+            official preset); the ViT always sees its own size.
+        amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the matching maps 50 times).
+    """
+
+    def __init__(self, model: LPMFlow, *, device: str | torch.device | None = None, preset: str | None = None,
+                 input_size: tuple[int, int] | None = None, amp: bool = False) -> None:
+        preset = preset or model.readout.get("preset", "default")
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
+        super().__init__(device, amp)
+        self.preset = preset
+        self.model = model.eval().to(self.device)
+        self.name = model.architecture
+        default = OFFICIAL_INPUT_SIZE if preset == "official" else model.preprocess.size
+        size = tuple(int(s) for s in input_size) if input_size else tuple(default)
+        if len(size) != 2 or min(size) < 16:
+            raise InputError(f"input_size must be (H, W) with both at least 16 pixels; got {input_size}")
+        self.preprocess: PreprocessConfig = replace(model.preprocess, size=size)
+
+    @classmethod
+    def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
+               cache_dir: str | Path | None = None, local_files_only: bool = False,
+               **kwargs: Any) -> LpmflowMatcher:
+        """The registry's matcher factory: weights (registered name, folder, file or hub id) in an
+        `LpmflowMatcher` (``pretrained=False``: a fresh, randomly initialised model); kwargs go to the class."""
+        if not pretrained:
+            return cls(create_lpmflow(str(name_or_path)), **kwargs)
+        return cls(load_lpmflow(name_or_path, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only), **kwargs)
+
+    @property
+    def convention(self) -> Convention:
+        return "corner" if self.preset == "official" else "center"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.model.flow_size
+
+    def _run(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow (B, 2, G, G) in cells of the flow grid and a score map (B, G, G)."""
+        src = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in sources])
+        tgt = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in targets])
+        with self.autocast():
+            out = self.model(src, tgt)
+        flow, corr = out.flow.float(), out.corr.float()
+        fine = 2 * self.model.grid
+        prob = self.model.soft_argmax.probabilities(corr)
+        mass = window_mass(prob, (fine, fine)).view(-1, 1, fine, fine)
+        mass = F.interpolate(mass, size=self.grid, mode="bilinear", align_corners=False)[:, 0]
+        return flow, mass
+
+    def _transfer(self, flow: torch.Tensor, mass: torch.Tensor, points: torch.Tensor,
+                  src_size: tuple[int, int], tgt_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair: (2, G, G) flow + (G, G) scores, (N, 2) source pixels -> target pixels, scores."""
+        grid = self.grid
+        if self.preset == "official":
+            size = self.preprocess.size
+            up = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
+            up = up * torch.tensor([size[1] / grid[1], size[0] / grid[0]], device=up.device).view(2, 1, 1)
+            frame = pixels_to_grid(points, src_size, size, "corner").long()  # truncation, as the official .long()
+            px, py = frame[:, 0].clamp(0, size[1] - 1), frame[:, 1].clamp(0, size[0] - 1)
+            predicted = torch.stack([px, py], -1).float() + up[:, py, px].T
+            cell = pixels_to_grid(torch.stack([px, py], -1).float(), size, grid, "center")
+            return grid_to_pixels(predicted, tgt_size, size, "corner"), self._sample(mass[None], cell)[0]
+        cell = pixels_to_grid(points, src_size, grid, "center")
+        sampled = self._sample(torch.cat([flow, mass[None]]), cell)
+        return grid_to_pixels(cell + sampled[:2].T, tgt_size, grid, "center"), sampled[2].clamp(0, 1)
+
+    @staticmethod
+    def _sample(maps: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """Bilinear (C, h, w) at (N, 2) cell xy (border cells extend outwards) -> (C, N)."""
+        h, w = maps.shape[-2:]
+        norm = torch.stack([cell[:, 0] / max(w - 1, 1), cell[:, 1] / max(h - 1, 1)], -1) * 2 - 1
+        return F.grid_sample(maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border",
+                             align_corners=True)[0, :, 0]
+
+    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
+               points: list[torch.Tensor]) -> list[MatchResult]:
+        flow, mass = self._run(sources, targets)
+        out = []
+        for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
+            xy, score = self._transfer(flow[i], mass[i], p.to(self.device), tuple(s.shape[1:]), tuple(t.shape[1:]))
+            out.append(MatchResult(xy.cpu(), score.cpu()))
+        return out
+
+    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
+        flow, mass = self._run(sources, targets)
+        out = []
+        for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
+            src_size, tgt_size = tuple(s.shape[1:]), tuple(t.shape[1:])
+            pixels = pixel_grid(src_size, self.device)
+            if self.preset == "official":  # the point rule at every pixel
+                xy, score = self._transfer(flow[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)
+                out.append(FlowResult((xy - pixels.view(-1, 2)).T.reshape(2, *src_size).cpu(),
+                                      score.view(src_size).cpu()))
+                continue
+            cells = pixel_grid(self.grid, self.device) + flow[i].permute(1, 2, 0)  # target cell xy per source cell
+            cell_map = torch.cat([grid_to_pixels(cells, tgt_size, self.grid, "center").permute(2, 0, 1),
+                                  mass[i][None]])
+            out.append(cells_to_flow(cell_map, pixels_to_grid(pixels, src_size, self.grid, "center")))
+        return out
