@@ -61,3 +61,15 @@ def read_scores(scores: torch.Tensor, readout: ReadoutConfig) -> tuple[torch.Ten
     if readout.method == "softargmax":
         return soft_argmax_readout(scores, readout.window)
     raise InputError(f"unknown readout method {readout.method!r}")
+
+
+def window_mass(prob: torch.Tensor, size: tuple[int, int], radius: int = 1) -> torch.Tensor:
+    """(B, Nq, Nr) probabilities over an (h, w) grid -> (B, Nq): the mass within `radius` cells of each argmax
+    (a confidence in [0, 1] for soft-argmax readouts: CATs, LPMFlow)."""
+    h, w = size
+    best = prob.argmax(dim=-1)
+    by, bx = torch.div(best, w, rounding_mode="floor"), best % w
+    ys = torch.arange(h, device=prob.device).view(1, 1, h, 1)
+    xs = torch.arange(w, device=prob.device).view(1, 1, 1, w)
+    near = ((ys - by[..., None, None]).abs() <= radius) & ((xs - bx[..., None, None]).abs() <= radius)
+    return (prob.view(*prob.shape[:2], h, w) * near).sum(dim=(-2, -1))
