@@ -1,0 +1,246 @@
+"""`CatsMatcher`: CATs keypoint transfer and dense flow in original image pixels, with two readouts.
+
+The network always runs in the direction it was trained in: the image holding the query points (mmnet's
+*source*) is the first argument, so its 16 x 16 cells are the soft-argmax queries and the flow points into the
+*target*. (The official test calls the same thing "target -> source": it transfers the target's keypoints into the
+source image; ``match(a, b, pts)`` here transfers points of a into b, whatever a and b are called.)
+
+Readouts (``preset``):
+
+- ``"default"``: the point's exact position on the 16 x 16 grid (pixel-centre convention, docs/conventions.md),
+  the per-cell expected target position interpolated bilinearly there, mapped to the target's original pixels
+  with the same convention. No truncation.
+- ``"official"``: the official test: points mapped into the 256 x 256 frame by ``x * 256 / W`` and truncated to
+  integers (clamped to [0, 255]), the 16 x 16 flow up-sampled to 256 x 256 (bilinear, ``align_corners=False``)
+  and multiplied by 16, ``prediction = point + flow[point]``, then mapped to the target's pixels by
+  ``x * W / 256``.
+
+Both resize the images to the checkpoint's input size (256 x 256, aspect ignored, antialiased bilinear like the
+official PIL resize) and give a score in [0, 1] per point: the soft-argmax probability within the 3 x 3 target
+cells around its most likely cell, interpolated like the positions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError, InputError
+from ..models.cats import CATs, CatsConfig
+from ..version import __version__
+from ..zoo._registry import get_pretrained_cfg, is_registered
+from ..zoo.hub import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    Source,
+    load_state,
+    read_config,
+    resolve_files,
+    sha256_of,
+    source_of,
+)
+from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
+from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid
+from .images import PreprocessConfig, prepare
+
+PRESETS = ("default", "official")
+PREFIX = "cats_"
+
+
+def _is_path(name_or_path: str | Path) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def create_cats(name: str, pretrained: bool = False, pretrained_backbone: bool = False, **config: Any) -> CATs:
+    """The registry's CATs factory: ``cats_<backbone>[.tag]`` -> `CATs` (see `mmnet.create_model`).
+
+    ``config`` overrides `CatsConfig` fields of a fresh model, e.g. ``hyperpixels="pfpascal"`` or ``depth=2``.
+    """
+    arch, _, tag = str(name).partition(".")
+    if pretrained or tag or _is_path(name):
+        if config:
+            raise InputError("config overrides cannot be combined with pretrained weights")
+        return load_cats(name)
+    if not arch.startswith(PREFIX):
+        raise InputError(f"CATs architectures are named cats_<backbone>, got {name!r}")
+    return CATs(CatsConfig(backbone=arch.removeprefix(PREFIX), **config), pretrained_backbone=pretrained_backbone)
+
+
+def save_cats(model: CATs, directory: str | Path, *, dtype: torch.dtype = torch.float32,
+              readout: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """``model.safetensors`` (floats stored as `dtype`) + ``config.json`` (architecture, `CatsConfig`, preprocess,
+    readout, `extra`) in `directory`; `load_cats` reads it back strictly."""
+    if not isinstance(model, CATs):
+        raise InputError(f"model must be a CATs, got {type(model).__name__}")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype!r}")
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{str(directory)!r} is a file, not a folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt", "mmnet_version": __version__})
+    config = {"architecture": model.architecture, "model": model.config.to_dict(),
+              "preprocess": model.preprocess.to_dict(), "readout": dict(model.readout if readout is None else readout),
+              "mmnet_version": __version__, **(extra or {})}
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def load_cats(name_or_path: str | Path | Source, *, revision: str | None = None,
+              cache_dir: str | Path | None = None, local_files_only: bool = False) -> CATs:
+    """A `CATs` from a registered name (``cats_resnet101.spair_official``), folder, safetensors file or hub id;
+    strict loading, eval mode, CPU."""
+    source = name_or_path
+    if isinstance(name_or_path, (str, Path)) and not _is_path(name_or_path) and is_registered(str(name_or_path)):
+        source = source_of(get_pretrained_cfg(str(name_or_path)), str(name_or_path))
+    config_path, weights_path, sha256 = resolve_files(source, revision=revision, cache_dir=cache_dir,
+                                                      local_files_only=local_files_only)
+    if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
+        raise CheckpointError(f"{weights_path} has sha256 {actual}, expected {sha256}: delete it and convert or "
+                              "download it again")
+    config = read_config(config_path)
+    if not str(config.get("architecture", "")).startswith(PREFIX):
+        raise CheckpointError(f"{config_path} describes {config.get('architecture')!r}, not a CATs model "
+                              "(cats_<backbone>); load it with mmnet.create_matcher instead")
+    try:
+        model_config = CatsConfig.from_dict(config["model"])
+    except (InputError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from exc
+    with torch.device("meta"):
+        model = CATs(model_config)
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from exc
+    model = model.to_empty(device="cpu")
+    load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(weights_path))
+    model.preprocess = PreprocessConfig.from_dict({**model.preprocess.to_dict(), **config.get("preprocess", {})})
+    model.readout = dict(config.get("readout", {}))
+    return model.eval()
+
+
+def window_mass(prob: torch.Tensor, size: tuple[int, int], radius: int = 1) -> torch.Tensor:
+    """(B, Nq, Nr) probabilities over an (h, w) grid -> (B, Nq): the mass within `radius` cells of each argmax."""
+    h, w = size
+    best = prob.argmax(dim=-1)
+    by, bx = torch.div(best, w, rounding_mode="floor"), best % w
+    ys = torch.arange(h, device=prob.device).view(1, 1, h, 1)
+    xs = torch.arange(w, device=prob.device).view(1, 1, 1, w)
+    near = ((ys - by[..., None, None]).abs() <= radius) & ((xs - bx[..., None, None]).abs() <= radius)
+    return (prob.view(*prob.shape[:2], h, w) * near).sum(dim=(-2, -1))
+
+
+class CatsMatcher(BaseMatcher):
+    """Semantic correspondence with a CATs model (`mmnet.models.cats.CATs`).
+
+    Args:
+        model: a `CATs` (e.g. `mmnet.create_model("cats_resnet101")` or `load_cats`).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        preset: ``"default"`` or ``"official"`` readout (see the module docstring); default: the checkpoint's.
+        input_size: (H, W) the images are resized to (default: the checkpoint's, 256 x 256). The grid stays
+            feature_size x feature_size whatever the input size.
+        amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the scores 50 times).
+    """
+
+    def __init__(self, model: CATs, *, device: str | torch.device | None = None, preset: str | None = None,
+                 input_size: tuple[int, int] | None = None, amp: bool = False) -> None:
+        preset = preset or model.readout.get("preset", "default")
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
+        super().__init__(device, amp)
+        self.preset = preset
+        self.model = model.eval().to(self.device)
+        self.name = model.architecture
+        size = tuple(int(s) for s in input_size) if input_size else model.preprocess.size
+        if len(size) != 2 or min(size) < 32:
+            raise InputError(f"input_size must be (H, W) with both at least 32 pixels; got {input_size}")
+        self.preprocess: PreprocessConfig = replace(model.preprocess, size=size)
+
+    @classmethod
+    def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
+               cache_dir: str | Path | None = None, local_files_only: bool = False, **kwargs: Any) -> CatsMatcher:
+        """The registry's matcher factory: weights (registered name, folder, file or hub id) in a `CatsMatcher`
+        (``pretrained=False``: a fresh, randomly initialised model of the architecture); kwargs go to the class."""
+        if not pretrained:
+            return cls(create_cats(str(name_or_path)), **kwargs)
+        return cls(load_cats(name_or_path, revision=revision, cache_dir=cache_dir,
+                             local_files_only=local_files_only), **kwargs)
+
+    @property
+    def convention(self) -> Convention:
+        return "corner" if self.preset == "official" else "center"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.model.softargmax.size
+
+    def _cells(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per source cell: expected target cell xy (B, 2, h, w) and score (B, h, w)."""
+        src = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in sources])
+        tgt = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in targets])
+        with self.autocast():
+            scores = self.model.scores(src, tgt).float()
+        positions = self.model.softargmax(scores, return_positions=True)
+        mass = window_mass(self.model.softargmax.probabilities(scores), self.grid)
+        return positions, mass.view(-1, *self.grid)
+
+    def _transfer(self, positions: torch.Tensor, mass: torch.Tensor, points: torch.Tensor,
+                  src_size: tuple[int, int], tgt_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair: (2, h, w) target cells + (h, w) scores, (N, 2) source pixels -> target pixels, scores."""
+        grid = self.grid
+        if self.preset == "official":
+            size = self.preprocess.size
+            flow = positions - pixel_grid(grid, positions.device).permute(2, 0, 1)
+            up = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
+            up = up * torch.tensor([size[1] / grid[1], size[0] / grid[0]], device=up.device).view(2, 1, 1)
+            frame = pixels_to_grid(points, src_size, size, "corner").long()  # truncation, as the official .long()
+            px, py = frame[:, 0].clamp(0, size[1] - 1), frame[:, 1].clamp(0, size[0] - 1)
+            predicted = torch.stack([px, py], -1).float() + up[:, py, px].T
+            cell = pixels_to_grid(torch.stack([px, py], -1).float(), size, grid, "center")
+            return grid_to_pixels(predicted, tgt_size, size, "corner"), self._sample(mass[None], cell)[0]
+        cell = pixels_to_grid(points, src_size, grid, "center")
+        sampled = self._sample(torch.cat([positions, mass[None]]), cell)
+        return grid_to_pixels(sampled[:2].T, tgt_size, grid, "center"), sampled[2].clamp(0, 1)
+
+    @staticmethod
+    def _sample(maps: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """Bilinear (C, h, w) at (N, 2) cell xy (border cells extend outwards) -> (C, N)."""
+        h, w = maps.shape[-2:]
+        norm = torch.stack([cell[:, 0] / max(w - 1, 1), cell[:, 1] / max(h - 1, 1)], -1) * 2 - 1
+        return F.grid_sample(maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border",
+                             align_corners=True)[0, :, 0]
+
+    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
+               points: list[torch.Tensor]) -> list[MatchResult]:
+        positions, mass = self._cells(sources, targets)
+        out = []
+        for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
+            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), tuple(s.shape[1:]),
+                                       tuple(t.shape[1:]))
+            out.append(MatchResult(xy.cpu(), score.cpu()))
+        return out
+
+    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
+        positions, mass = self._cells(sources, targets)
+        out = []
+        for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
+            src_size, tgt_size = tuple(s.shape[1:]), tuple(t.shape[1:])
+            pixels = pixel_grid(src_size, self.device)
+            if self.preset == "official":  # the point rule at every pixel
+                xy, score = self._transfer(positions[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)
+                flow = (xy - pixels.view(-1, 2)).T.reshape(2, *src_size)
+                out.append(FlowResult(flow.cpu(), score.view(src_size).cpu()))
+                continue
+            cell_map = torch.cat([grid_to_pixels(positions[i].permute(1, 2, 0), tgt_size, self.grid, "center")
+                                  .permute(2, 0, 1), mass[i][None]])
+            out.append(cells_to_flow(cell_map, pixels_to_grid(pixels, src_size, self.grid, "center")))
+        return out
