@@ -419,3 +419,62 @@ def test_registry_names_and_tags():
     if not (OFFICIAL_HOME / "lpmflow_vit_base_patch16.spair_official").exists():
         with pytest.raises(WeightsNotFoundError, match="mmnet convert-lpmflow"):
             mmnet.create_matcher("lpmflow_vit_base_patch16.spair_official")
+
+
+# -- training objectives ------------------------------------------------------------------------------------------
+
+
+def test_rptc_lambda_schedules():
+    from mmnet.train.lpmflow import rptc_lambda
+
+    code = [rptc_lambda(e) for e in range(12)]
+    assert code[:5] == pytest.approx([0.2, 0.2, 0.1, 0.2 / 3, 0.05]) and code[10] == pytest.approx(0.02)
+    assert code[11] == pytest.approx(0.02)
+    paper = [rptc_lambda(e, "supplement") for e in range(12)]
+    assert paper[0] == pytest.approx(0.2) and paper[5] == pytest.approx(0.1) and paper[10] == paper[11] == 0
+    with pytest.raises(InputError, match="schedule"):
+        rptc_lambda(0, "cosine")
+
+
+def test_rptc_loss_prefers_consistent_tokens():
+    from mmnet.train.lpmflow import rptc_loss
+
+    torch.manual_seed(0)
+    replaced = torch.tensor([[0, 5, 10, 15]])
+    smooth = torch.randn(1, 1, 8).expand(1, 17, 8).clone() + 0.01 * torch.randn(1, 17, 8)  # every patch alike
+    smooth[0, 1:] += torch.arange(16.0)[:, None] * 0.001
+    noisy = torch.randn(1, 17, 8, requires_grad=True)
+    assert rptc_loss(smooth, replaced, 4) < rptc_loss(noisy, replaced, 4)
+    rptc_loss(noisy, replaced, 4).backward()
+    assert noisy.grad[0, 1 + 5].abs().sum() > 0
+
+
+def test_flow_losses():
+    from mmnet.train.lpmflow import flow_loss, official_flow_target
+
+    src_kps = torch.tensor([[[100.0, 200.0], [300.0, 40.0]]])
+    tgt_kps = src_kps + torch.tensor([40.0, -20.0])
+    valid = torch.tensor([[True, True]])
+    flow = torch.zeros(1, 2, 128, 128)
+    flow[:, 0], flow[:, 1] = 40 / 4, -20 / 4  # a translation in cells of a 512 frame's 128 grid
+    assert flow_loss(flow, src_kps, tgt_kps, valid, (512, 512), (512, 512)).item() == pytest.approx(0, abs=1e-5)
+    assert flow_loss(flow, src_kps, tgt_kps, valid, (512, 512), (512, 512), "official").item() == pytest.approx(0)
+    gt = official_flow_target(src_kps, tgt_kps, valid)
+    # cell (50, 25): box x in [85, 119], y in [185, 219] holds the first keypoint only
+    assert gt[0, :, 50, 25].tolist() == [10.0, -5.0] and gt[0, :, 0, 0].tolist() == [0.0, 0.0]
+
+
+def test_lpmflow_loss_trains_the_tiny_model():
+    from mmnet.train.lpmflow import lpmflow_loss, lpmflow_param_groups
+
+    torch.manual_seed(0)
+    model = LPMFlow(LpmflowConfig.tiny()).train()
+    optimizer = torch.optim.AdamW(lpmflow_param_groups(model))
+    src, tgt = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    kps = torch.rand(2, 5, 2) * 63
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    loss, parts = lpmflow_loss(model, src, tgt, kps, kps.flip(-1), valid, epoch=0)
+    assert parts["lambda"] == 0.2 and parts["rptc"] > 0 and parts["epe"] > 0
+    loss.backward()
+    optimizer.step()
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
