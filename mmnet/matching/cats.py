@@ -49,6 +49,7 @@ from ..zoo.hub import (
 from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
 from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
+from .readouts import window_mass
 
 PRESETS = ("default", "official")
 PREFIX = "cats_"
@@ -126,17 +127,6 @@ def load_cats(name_or_path: str | Path | Source, *, revision: str | None = None,
     model.preprocess = PreprocessConfig.from_dict({**model.preprocess.to_dict(), **config.get("preprocess", {})})
     model.readout = dict(config.get("readout", {}))
     return model.eval()
-
-
-def window_mass(prob: torch.Tensor, size: tuple[int, int], radius: int = 1) -> torch.Tensor:
-    """(B, Nq, Nr) probabilities over an (h, w) grid -> (B, Nq): the mass within `radius` cells of each argmax."""
-    h, w = size
-    best = prob.argmax(dim=-1)
-    by, bx = torch.div(best, w, rounding_mode="floor"), best % w
-    ys = torch.arange(h, device=prob.device).view(1, 1, h, 1)
-    xs = torch.arange(w, device=prob.device).view(1, 1, 1, w)
-    near = ((ys - by[..., None, None]).abs() <= radius) & ((xs - bx[..., None, None]).abs() <= radius)
-    return (prob.view(*prob.shape[:2], h, w) * near).sum(dim=(-2, -1))
 
 
 class CatsMatcher(BaseMatcher):
