@@ -27,7 +27,14 @@ from safetensors.torch import load_file, save_file
 import mmnet
 from mmnet.data import CUB, PFPascal, PFWillow, SPair, load_dataset
 from mmnet.data.base import PairRecord
-from mmnet.errors import CheckpointError, DatasetError, InputError, MMNetError, UnknownModelError
+from mmnet.errors import (
+    CheckpointError,
+    DatasetError,
+    InputError,
+    MMNetError,
+    UnknownModelError,
+    WeightsNotFoundError,
+)
 from mmnet.eval import RescaleMatcher, evaluate
 from mmnet.matching.images import PreprocessConfig, load_image
 
@@ -307,6 +314,10 @@ def bomb(tmp: Path) -> Any:
         return load_image(tmp / "big.png")
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def scot(**kw: Any) -> mmnet.ScotMatcher:
+    return mmnet.ScotMatcher("resnet18", pretrained=False, device="cpu", **kw)
 
 
 def match_points(points: Any) -> Any:
@@ -622,6 +633,26 @@ ROWS: list[Bad] = [
         r"keypoints must be an \(N, 2\) array of x, y pixels"),
     Bad("match-batch-length-mismatch", lambda t: matcher().match_batch([EXAMPLE], [EXAMPLE, EXAMPLE], [[[1, 2]]]),
         InputError, r"got 1 sources, 2 targets, 1 keypoint sets"),
+    # SCOT construction and its hub options
+    Bad("scot-epsilon-zero", lambda t: scot(epsilon=0), InputError, r"epsilon must be a finite number > 0, got 0\.0"),
+    Bad("scot-epsilon-string", lambda t: scot(epsilon="0.05"), InputError,
+        r"epsilon must be a finite number > 0, got '0\.05'"),
+    Bad("scot-bins-zero", lambda t: scot(bins=0), InputError, r"bins must be an integer >= 1, got 0"),
+    Bad("scot-iterations-negative", lambda t: scot(iterations=-1), InputError,
+        r"iterations must be an integer >= 1, got -1"),
+    Bad("scot-long-side-zero", lambda t: scot(long_side=0), InputError, r"long_side must be an integer >= 16, got 0"),
+    Bad("scot-box-size-nan", lambda t: scot(box_size=float("nan")), InputError,
+        r"box_size must be a finite number > 0, got nan"),
+    Bad("scot-saliency", lambda t: scot(saliency="grad"), InputError,
+        r"saliency must be one of 'cam', 'norm', 'uniform', got 'grad'"),
+    Bad("scot-unknown-setting", lambda t: scot(epsilom=0.1), InputError,
+        r"unknown SCOT setting\(s\) 'epsilom'; allowed: bins, box_size, epsilon"),
+    Bad("scot-layer-out-of-range", lambda t: scot(layers=[0, 99]), InputError, r"layer ids must be in \[0, 7\]"),
+    Bad("scot-unknown-preset", lambda t: mmnet.create_matcher("scot_resnet18", pretrained=False, preset="official"),
+        InputError, r"SCOT has no preset 'official'"),
+    Bad("scot-offline-miss", lambda t: mmnet.create_matcher("scot_resnet18", local_files_only=True,
+                                                            cache_dir=t / "hub", device="cpu"),
+        WeightsNotFoundError, r"timm/resnet18\.a1_in1k@main: offline mode .* is on and it is not in the cache"),
 ]
 
 
@@ -704,3 +735,13 @@ def test_save_pretrained_leaves_no_half_written_folder(tmp_path: Path, monkeypat
         mmnet.save_pretrained(tiny_model(), folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # old checkpoint intact, no temp files
     shutil.rmtree(folder)
+
+
+def test_scot_offline_miss_fails_at_once(tmp_path: Path) -> None:
+    """The SCOT path honours local_files_only / revision / cache_dir like Matcher.from_pretrained."""
+    mmnet.ScotMatcher("resnet18", pretrained=False, device="cpu")  # imports and builds once, outside the timing
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError, match=r"timm/resnet50\.tv_in1k@v0: offline mode"):
+        mmnet.create_matcher("scot_resnet50", revision="v0", cache_dir=tmp_path, local_files_only=True,
+                             device="cpu")
+    assert time.perf_counter() - start < 3.0

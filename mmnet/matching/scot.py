@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_bool, check_int, check_keys, describe
 from ..errors import InputError
 from ..models.backbones import Backbone, get_backbone_spec
 from ..models.scot import DEFAULT_LAYERS, CamHead, ScotConfig, ScotScores, cell_centres, scot_scores, transfer_points
@@ -33,26 +34,31 @@ class ScotMatcher(BaseMatcher):
     """
 
     def __init__(self, backbone: str | Backbone = "efficientnet_lite2", layers: Sequence[int] | None = None, *,
-                 pretrained: bool = True, device: str | torch.device | None = None, **settings: Any) -> None:
-        unknown = set(settings) - {f.name for f in fields(ScotConfig)}
-        if unknown:
-            raise InputError(f"unknown SCOT settings {sorted(unknown)}")
+                 pretrained: bool = True, device: str | torch.device | None = None, revision: str | None = None,
+                 cache_dir: str | Path | None = None, local_files_only: bool = False, **settings: Any) -> None:
+        check_keys("SCOT setting(s)", settings, [f.name for f in fields(ScotConfig) if f.name != "layers"])
+        check_bool("pretrained", pretrained)
+        check_bool("local_files_only", local_files_only)
+        if not isinstance(backbone, (str, Backbone)):
+            raise InputError(f"backbone must be a registered backbone name or a Backbone, got {describe(backbone)}")
+        if layers is not None and (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence)):
+            raise InputError(f"layers must be a list of layer ids, got {describe(layers)}")
+        ScotConfig(layers=(0,), **{"saliency": "uniform", **settings})  # every setting checked before any loading
         super().__init__(device)
+        hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only}
         if isinstance(backbone, str):
-            backbone = Backbone(get_backbone_spec(backbone), pretrained=pretrained)
+            backbone = Backbone(get_backbone_spec(backbone), pretrained=pretrained, **hub)
         self.backbone = backbone.eval().to(self.device)
         self.spec = backbone.spec
         self.layer_names = [b for g in backbone.groups for b in g.blocks]
         layers = tuple(DEFAULT_LAYERS.get(self.spec.name, (len(self.layer_names) - 1,)) if layers is None
-                       else (int(i) for i in layers))
+                       else (check_int("layers", i) for i in layers))
         if not layers or any(not 0 <= i < len(self.layer_names) for i in layers):
             raise InputError(f"layer ids must be in [0, {len(self.layer_names) - 1}] for {self.spec.name}; "
                              f"got {layers}")
         settings.setdefault("saliency", "cam" if pretrained else "uniform")
         self.config = ScotConfig(layers=tuple(sorted(set(layers))), **settings)
-        if self.config.saliency not in ("cam", "norm", "uniform"):
-            raise InputError(f"saliency must be 'cam', 'norm' or 'uniform', got {self.config.saliency!r}")
-        self.cam = CamHead(self.spec).eval().to(self.device) if self.config.saliency == "cam" else None
+        self.cam = CamHead(self.spec, **hub).eval().to(self.device) if self.config.saliency == "cam" else None
         self.name = f"scot_{self.spec.name}"
 
     @classmethod
@@ -62,16 +68,14 @@ class ScotMatcher(BaseMatcher):
         """The registry's matcher factory: ``"scot_<backbone>"`` -> a ScotMatcher (ImageNet weights when
         `pretrained`); kwargs go to `ScotMatcher`.
 
-        SCOT has no checkpoint of its own: `preset` must be None or ``"default"`` and `revision` / `cache_dir`
-        None; `local_files_only` is accepted (packaged backbone weights need no network; timm hub weights obey
-        the hub's own offline setting).
+        SCOT has no checkpoint of its own: `preset` must be None or ``"default"``. `revision`, `cache_dir` and
+        `local_files_only` apply to the backbone's ImageNet weights from the Hugging Face hub exactly as in
+        `Matcher.from_pretrained` (an offline miss fails at once); packaged weights need no network.
         """
         if preset not in (None, "default"):
             raise InputError(f"SCOT has no preset {preset!r}")
-        if revision is not None or cache_dir is not None:
-            raise InputError("SCOT has no checkpoint: revision and cache_dir do not apply (the backbone's ImageNet "
-                             "weights come from the `backbones` extra or timm's hub cache)")
-        return cls(str(name).removeprefix("scot_"), pretrained=pretrained, **kwargs)
+        return cls(str(name).removeprefix("scot_"), pretrained=pretrained, revision=revision, cache_dir=cache_dir,
+                   local_files_only=local_files_only, **kwargs)
 
     def _resized(self, size: tuple[int, int]) -> tuple[int, int]:
         h, w = size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,12 +121,12 @@ class Backbone(nn.Module):
     ``forward(x (B,3,H,W)) -> list over groups (finest first) of lists of (B, C_j, H/s, W/s)``.
     """
 
-    def __init__(self, spec: BackboneSpec, pretrained: bool = False) -> None:
+    def __init__(self, spec: BackboneSpec, pretrained: bool = False, **hub: Any) -> None:
         super().__init__()
         self.spec = spec
         net = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_kwargs)
         if pretrained:
-            load_pretrained_backbone(net, spec)
+            load_pretrained_backbone(net, spec, **hub)
         modules = dict(net.named_modules())
         names = [[f"{c}.{child}" for c in group for child, _ in modules[c].named_children()]
                  for group in spec.groups]
@@ -152,9 +153,11 @@ class Backbone(nn.Module):
         return grouped
 
 
-def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec) -> None:
+def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec, *, revision: str | None = None,
+                             cache_dir: str | Path | None = None, local_files_only: bool = False) -> None:
     """Load ImageNet weights into the timm model `net` (with its classifier when `net` has one): from a package when
-    the spec has one, else timm's hub."""
+    the spec has one, else timm's hub repo, fetched like `mmnet.from_pretrained` fetches checkpoints (`revision`,
+    `cache_dir`, `local_files_only` or HF_HUB_OFFLINE; an offline miss fails at once)."""
     if spec.packaged_weights is not None:
         state = _read_packaged(spec.packaged_weights, spec.name)
         state = _rename_efficientnet_pytorch(state, net)
@@ -164,15 +167,46 @@ def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec) -> None:
         return
     if spec.timm_pretrained_tag is None:
         raise WeightsNotFoundError(f"backbone {spec.name!r} has no pretrained weights")
+    name = f"{spec.timm_name}.{spec.timm_pretrained_tag}"
+    path = _timm_weights_file(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     try:
-        reference = timm.create_model(f"{spec.timm_name}.{spec.timm_pretrained_tag}", pretrained=True,
+        reference = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
                                       num_classes=getattr(net, "num_classes", 0), **spec.timm_kwargs)
-    except Exception as exc:  # timm raises many types for a failed download
-        raise WeightsNotFoundError(
-            f"could not fetch ImageNet weights {spec.timm_name}.{spec.timm_pretrained_tag} from the Hugging "
-            f"Face hub ({type(exc).__name__}: {exc}). Connect to the network, pre-fill the hub cache, or build "
-            "the model with pretrained_backbone=False and load a full mmnet checkpoint.") from exc
+    except Exception as exc:  # a damaged download: timm/torch raise many types
+        raise CheckpointError(f"could not read the ImageNet weights of {name} from {path} "
+                              f"({type(exc).__name__}: {exc}); delete the file and download again") from exc
     net.load_state_dict(reference.state_dict(), strict=True)
+
+
+def _timm_weights_file(name: str, *, revision: str | None, cache_dir: str | Path | None,
+                       local_files_only: bool) -> Path:
+    """The weights file of timm model `name` in the Hugging Face hub cache (downloaded unless offline)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        raise WeightsNotFoundError(f"timm has no Hugging Face hub repo for {name}")
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    last: Exception | None = None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            return Path(hf_hub_download(hub_id, filename, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=offline))
+        except EntryNotFoundError as exc:  # this repo has the other file
+            last = exc
+        except Exception as exc:  # huggingface_hub raises many types (offline miss, 404, HTTP, OS)
+            last = exc
+            if offline:
+                continue
+            break
+    mode = "offline mode (local_files_only or HF_HUB_OFFLINE) is on and it is not in the cache" if offline \
+        else f"{type(last).__name__}: {last}"
+    raise WeightsNotFoundError(
+        f"could not get the ImageNet weights {hub_id}@{revision or 'main'}: {mode}. Connect to the network once "
+        "to fill the hub cache (or point cache_dir / HF_HUB_CACHE at a filled one), or build the model with "
+        "pretrained_backbone=False and load a full mmnet checkpoint.") from last
 
 
 def _read_packaged(weights: PackagedWeights, name: str) -> dict[str, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 from torch import nn
@@ -13,13 +15,13 @@ from ..backbones import BackboneSpec, load_pretrained_backbone
 class CamHead(nn.Module):
     """Class-activation maps from the pretrained ImageNet head applied to the last tapped block."""
 
-    def __init__(self, spec: BackboneSpec) -> None:
+    def __init__(self, spec: BackboneSpec, **hub: Any) -> None:
         super().__init__()
         net = timm.create_model(spec.timm_name, pretrained=False, num_classes=1000, **spec.timm_kwargs)
         if spec.packaged_weights is None and spec.timm_pretrained_tag is None:
             raise WeightsNotFoundError(f"{spec.name} has no ImageNet classifier: use saliency='norm' or 'uniform'")
         try:
-            load_pretrained_backbone(net, spec)
+            load_pretrained_backbone(net, spec, **hub)
         except WeightsNotFoundError as exc:
             raise WeightsNotFoundError(f"no ImageNet classifier for the CAM of {spec.name}: {exc}; use "
                                        "saliency='norm' or 'uniform'") from exc

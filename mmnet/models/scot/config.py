@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ...checks import check_choice, check_float, check_int, describe
+from ...errors import InputError
+
 Saliency = Literal["cam", "norm", "uniform"]
 
 # Default layer sets (ids in our scheme, see `mmnet.models.scot`).
@@ -45,3 +48,20 @@ class ScotConfig:
     kernel: int = 7
     sigma: float = 1.0
     box_size: float = 27.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, (tuple, list)) or not self.layers:
+            raise InputError(f"layers must be a non-empty list of layer ids, got {describe(self.layers)}")
+        object.__setattr__(self, "layers", tuple(check_int("layers", i, min=0) for i in self.layers))
+        check_int("long_side", self.long_side, min=16)
+        check_float("epsilon", self.epsilon, min=0.0, min_inclusive=False)
+        check_int("iterations", self.iterations, min=1)
+        check_float("tol", self.tol, min=0.0)
+        check_float("exponent", self.exponent, min=0.0, min_inclusive=False)
+        check_choice("saliency", self.saliency, ("cam", "norm", "uniform"))
+        check_int("bins", self.bins, min=1)
+        check_int("kernel", self.kernel, min=1)
+        if self.kernel % 2 == 0:
+            raise InputError(f"kernel must be an odd integer >= 1, got {self.kernel}")
+        check_float("sigma", self.sigma, min=0.0, min_inclusive=False)
+        check_float("box_size", self.box_size, min=0.0, min_inclusive=False)
