@@ -478,3 +478,24 @@ def test_lpmflow_loss_trains_the_tiny_model():
     loss.backward()
     optimizer.step()
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_self_supervised_checkpoint_loading(tmp_path):
+    from mmnet.errors import WeightsNotFoundError
+
+    torch.manual_seed(0)
+    model = LPMFlow(LpmflowConfig.tiny())
+    import timm
+
+    native = timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=4)
+    state = {f"module.backbone.{k}": v for k, v in native.state_dict().items()}
+    state["module.head.mlp.0.weight"] = torch.zeros(2, 2)  # iBOT/DINO projection head: ignored
+    torch.save({"teacher": state, "epoch": 100}, tmp_path / "checkpoint.pth")
+    model.backbone.load_self_supervised(tmp_path / "checkpoint.pth")
+    assert torch.equal(model.backbone.body.blocks[0].attn.qkv.weight, native.blocks[0].attn.qkv.weight)
+    assert torch.equal(model.backbone.body.pos_embed, dino_resize_pos_embed(native.pos_embed, (4, 4)))
+    torch.save({"state_dict": {"backbone.cls_token": torch.zeros(1, 1, 192)}}, tmp_path / "backbone_only.pth")
+    with pytest.raises(CheckpointError, match="lacks"):
+        model.backbone.load_self_supervised(tmp_path / "backbone_only.pth")
+    with pytest.raises(WeightsNotFoundError):
+        model.backbone.load_self_supervised(tmp_path / "missing.pth")

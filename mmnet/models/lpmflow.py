@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, UnknownModelError
+from ..errors import CheckpointError, InputError, UnknownModelError, WeightsNotFoundError
 from ..matching.images import PreprocessConfig
 from .softargmax import SoftArgmaxFlow
 
@@ -159,9 +160,41 @@ class VitBackbone(nn.Module):
         if tag is None:
             raise InputError(f"ViT backbone {self.spec.name!r} has no pretrained tag; pass one, e.g. "
                              "pretrained_backbone='dino'")
-        native = timm.create_model(f"{self.spec.timm_name}.{tag}", pretrained=True, num_classes=0,
-                                   **self.spec.timm_kwargs)
+        name = f"{self.spec.timm_name}.{tag}"
+        try:
+            native = timm.create_model(name, pretrained=True, num_classes=0, **self.spec.timm_kwargs)
+        except Exception as exc:  # hub, network and unknown-tag errors come in many types
+            raise WeightsNotFoundError(
+                f"could not load timm weights {name!r} ({type(exc).__name__}: {exc}). Run once with network access "
+                "to fill the Hugging Face cache, or load a local DINO/iBOT file with "
+                "model.backbone.load_self_supervised(path)") from exc
         self.load_native_state_dict(native.state_dict())
+
+    def load_self_supervised(self, path: str | Path) -> None:
+        """Load a DINO/iBOT checkpoint file (read with ``weights_only=True``): the ``teacher`` (iBOT/DINO full
+        checkpoint), ``state_dict`` or top-level dict, ``module.`` and ``backbone.`` prefixes removed, projection-head
+        keys ignored, the ViT's keys loaded strictly and the position table resized once."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"self-supervised checkpoint not found: {path}")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle and zip errors come in many types
+            raise CheckpointError(f"cannot read {path} as a checkpoint of plain tensors ({exc})") from exc
+        for key in ("teacher", "state_dict", "model"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__})")
+        state = {k.replace("module.", "").replace("backbone.", ""): v for k, v in obj.items()
+                 if isinstance(v, torch.Tensor)}
+        wanted = set(self.body.state_dict())
+        missing = sorted(wanted - set(state))
+        if missing:
+            raise CheckpointError(f"{path} lacks {len(missing)} ViT tensors of {self.spec.timm_name}, e.g. "
+                                  f"{missing[:3]}: it is not a {self.spec.timm_name} checkpoint")
+        self.load_native_state_dict({k: state[k] for k in wanted})
 
     def load_native_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Strictly load timm-named ViT weights at their native size, resizing the position table once."""
