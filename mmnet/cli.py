@@ -138,9 +138,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
+    if args.family == "cats":
+        from .zoo.convert.cats import convert_cats
+
+        convert_cats(args.checkpoint, args.out, dtype=dtype)
+        return 0
     from .zoo.convert.mmnet import convert_official
 
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
     convert_official(args.checkpoint, args.backbone, args.out, dtype=dtype)
     return 0
 
@@ -211,9 +216,12 @@ def _add_convert(sub: Any) -> None:
         "convert-official", help="convert an official MMNet .pth checkpoint into an mmnet checkpoint folder",
         description="Map the authors' MMNet checkpoint (e.g. ckp_pascal_fcnres101.pth) onto mmnet, drop its dead "
                     "weights, and write model.safetensors + config.json with the official readout.")
-    p.add_argument("checkpoint", help="the official .pth file")
-    p.add_argument("--backbone", default="auto", help="backbone as the official code spells it: resnet101, resnet50, "
-                   "resnext-101 or fcn-resnet101 (default: read it off the keys)")
+    p.add_argument("checkpoint", help="the official .pth file (MMNet), or the folder holding model_best.pth + "
+                   "args.pkl (CATs, --family cats)")
+    p.add_argument("--family", default="mmnet", choices=["mmnet", "cats"],
+                   help="whose checkpoint: mmnet (default) or cats (docs/cats.md)")
+    p.add_argument("--backbone", default="auto", help="MMNet only: backbone as the official code spells it: "
+                   "resnet101, resnet50, resnext-101 or fcn-resnet101 (default: read it off the keys)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
     p.add_argument("--dtype", default="fp32", choices=DTYPES, help="storage dtype (default fp32)")
     p.set_defaults(func=_cmd_convert)

@@ -22,10 +22,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmnet.errors import CheckpointError, InputError
+from mmnet.cli import main
+from mmnet.errors import CheckpointError, InputError, WeightsNotFoundError
 from mmnet.matching.cats import CatsMatcher, create_cats, load_cats
 from mmnet.models.cats import CATs, CatsConfig, mutual_nn_filter
 from mmnet.models.softargmax import SoftArgmaxFlow
+from mmnet.zoo import create_matcher, create_model, list_models
 from mmnet.zoo.convert.cats import (
     config_from_args,
     config_from_state,
@@ -222,28 +224,35 @@ def _write_official(folder: Path, state: dict[str, torch.Tensor], args: dict | N
 
 
 @needs_reference
-@pytest.mark.parametrize(("ids", "hyperpixel"), [("spair", "[0,8,20,21,26,28,29,30]"),
-                                                 ("pfpascal", [2, 17, 21, 22, 25, 26, 28])])
-def test_exact_layout_converts_and_round_trips(tmp_path: Path, ids: str, hyperpixel: object) -> None:
+@pytest.mark.parametrize(("ids", "hyperpixel", "cli"), [("spair", "[0,8,20,21,26,28,29,30]", True),
+                                                        ("pfpascal", [2, 17, 21, 22, 25, 26, 28], False)])
+def test_exact_layout_converts_and_round_trips(tmp_path: Path, ids: str, hyperpixel: object, cli: bool) -> None:
     state = random_state(ids)
     folder = _write_official(tmp_path / ids, state, {
         "hyperpixel": hyperpixel, "depth": 1, "feature_size": 16, "feature_proj_dim": 128, "num_heads": 6,
         "mlp_ratio": 4, "benchmark": ids, "lr": 3e-5, "freeze": True})
-    result = convert_cats(folder, tmp_path / "out", log=None)
-    used, dead = official_layout(result.config, result.model.state_dict())
+    out = tmp_path / "out"
+    if cli:  # mmnet convert-official --family cats DIR --out OUT
+        assert main(["convert-official", "--family", "cats", str(folder), "--out", str(out)]) == 0
+        model = load_cats(out)  # strict
+        converted = model.state_dict()
+        dropped = json.loads((out / "config.json").read_text())["converted_from"]["dropped_dead_keys"]
+    else:
+        result = convert_cats(folder, out, log=None)
+        model, converted, dropped = result.model, result.model.state_dict(), result.dropped
+        loaded = load_cats(out)  # strict; the safetensors round trip is exact
+        assert loaded.config == model.config
+        assert all(torch.equal(v, converted[k]) for k, v in loaded.state_dict().items())
     rows = tsv_rows(ids)
-    assert set(used) | set(dead) >= {row["key"] for row in rows}
-    assert set(result.dropped) == {row["key"] for row in rows if row["used_in_forward"] == "no"}
-    assert result.mapped + len(result.dropped) == len(rows)
-    converted = result.model.state_dict()
+    assert set(dropped) == {row["key"] for row in rows if row["used_in_forward"] == "no"}
+    used, _ = official_layout(model.config, converted)
+    assert len(used) + len(dropped) == len(rows) and set(used) | set(dropped) == {row["key"] for row in rows}
     for official, ours in used.items():  # every used tensor lands unchanged, BN statistics and grid included
         assert torch.equal(converted[ours], state[official]), official
-    loaded = load_cats(tmp_path / "out")  # strict
-    assert loaded.config == result.config
-    assert all(torch.equal(v, converted[k]) for k, v in loaded.state_dict().items())
-    config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["architecture"] == "cats_resnet101"
-    assert config["converted_from"]["dropped_values"] == result.dropped_values
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "cats_resnet101" and config["readout"] == {"preset": "official"}
+    matcher = create_matcher(out, device="cpu")
+    assert isinstance(matcher, CatsMatcher) and matcher.preset == "official"
 
 
 @needs_reference
@@ -360,3 +369,17 @@ def test_any_backbone_by_one_config_entry_and_errors() -> None:
         CatsConfig(num_heads=7)
     with pytest.raises(InputError, match="preset"):
         CatsMatcher(model, preset="paper")
+
+
+def test_registry_and_official_tags() -> None:
+    names = list_models("cats_*")
+    assert {"cats_resnet101", "cats_efficientnet_lite2"} <= set(names)
+    tags = list_models("cats_*", pretrained=True)
+    assert {f"cats_resnet101.{t}_official" for t in ("spair", "spair_frozen", "pfpascal", "pfpascal_frozen")} <= \
+        set(tags)
+    torch.manual_seed(0)
+    model = create_model("cats_resnet18", hyperpixels=(0, 5, 6))
+    assert isinstance(model, CATs) and model.architecture == "cats_resnet18"
+    if not (Path.home() / ".cache/mmnet/official/cats_resnet101.spair_official").exists():
+        with pytest.raises(WeightsNotFoundError, match="convert-official --family cats"):
+            create_matcher("cats_resnet101.spair_official")

@@ -50,6 +50,7 @@ HYPERPIXELS: dict[str, tuple[int, ...]] = {
 DEFAULT_HYPERPIXELS: dict[str, tuple[int, ...]] = {
     "resnet101": HYPERPIXELS["spair"],
     "resnext101": HYPERPIXELS["spair"],  # same block layout as ResNet-101; untested
+    "fcn_resnet101": HYPERPIXELS["spair"],  # same block layout, layer3 at stride 8; untested
     "resnet50": (0, 5, 8, 9, 10, 11, 12, 13),  # stem, layer3 (ids 8-13): the SPair pattern, untested
     "efficientnet_lite2": (0, 7, 9, 10, 11, 12, 13, 14),  # stem, blocks.3.0, blocks.3.2 - blocks.4.3; untested
     "efficientnet_lite0": (0, 5, 6, 7, 8, 9, 10),  # stem, blocks.3.* + blocks.4.*; untested
@@ -115,11 +116,13 @@ class CatsConfig:
 
 
 def default_hyperpixels(backbone: str) -> tuple[int, ...]:
-    """The registered taps of `backbone`, else the stem plus every block of its stride-16 group."""
+    """The registered taps of `backbone`, else the stem plus every block of its second-to-last scale group (the
+    stride-16 group of a standard CNN, where the official ids mostly sit)."""
     if backbone in DEFAULT_HYPERPIXELS:
         return DEFAULT_HYPERPIXELS[backbone]
-    taps = HyperpixelBackbone.layout(get_backbone_spec(backbone))
-    return (0, *[i for i, (_, stride) in enumerate(taps) if i and stride == 16])
+    spec = get_backbone_spec(backbone)
+    groups = [g for _, _, g in HyperpixelBackbone.layout(spec)]
+    return (0, *[i for i, g in enumerate(groups) if g == len(spec.groups) - 2])
 
 
 # -- backbone taps --------------------------------------------------------------------------------------------------
@@ -174,13 +177,16 @@ class HyperpixelBackbone(nn.Module):
         return net
 
     @staticmethod
-    def layout(spec: BackboneSpec) -> list[tuple[str, int]]:
-        """(graph node, stride) of every tap id of `spec` (random weights, a 64x64 probe)."""
+    def layout(spec: BackboneSpec) -> list[tuple[str, int, int]]:
+        """(graph node, stride, scale group or -1 for the stem) of every tap id of `spec` (random weights, a 64x64
+        probe)."""
         net = HyperpixelBackbone._net(spec, pretrained=False)
         nodes = _tap_nodes(net, spec)
+        modules = dict(net.named_modules())
+        groups = [-1] + [g for g, group in enumerate(spec.groups) for c in group for _ in modules[c].children()]
         with torch.no_grad():
             outs = create_feature_extractor(net, nodes).eval()(torch.zeros(1, 3, 64, 64))
-        return [(n, 64 // outs[n].shape[-1]) for n in nodes]
+        return [(n, 64 // outs[n].shape[-1], g) for n, g in zip(nodes, groups, strict=True)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = list(self.body(x).values())

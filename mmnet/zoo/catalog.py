@@ -20,6 +20,9 @@ for _vit in ("vit_base_patch16", "vit_small_patch16", "vit_base_patch14_dinov2")
                    model="mmnet.matching.lpmflow:create_lpmflow",
                    description="LPMFlow (Sun et al., CVPR 2024) on a timm ViT" +
                    (" (the official architecture)" if _vit == "vit_base_patch16" else ""))
+register_model("cats_{backbone}", matcher="mmnet.matching.cats:CatsMatcher.create",
+               model="mmnet.matching.cats:create_cats",
+               description="CATs (Cho et al., NeurIPS 2021), cost-aggregation transformer (cats_resnet101: official)")
 
 
 # -- The authors' MMNet checkpoints (ResNet-101-FCN), converted locally: see docs/official-checkpoints.md -------------
@@ -86,3 +89,30 @@ def _register_lpmflow(tag: str, folder_name: str, reported: dict[str, float]) ->
 _register_lpmflow("spair_official", "spair", {"spair_pck@0.10_bbox": 65.6})
 _register_lpmflow("pfpascal_official", "pfpascal", {})
 _register_lpmflow("pfwillow_official", "pfwillow", {})
+
+
+# -- The authors' CATs checkpoints (ResNet-101), converted locally: see docs/cats.md ---------------------------------
+# Four folders (model_best.pth + args.pkl each) on the Google Drive share linked from the official README; the code is
+# GPL-3.0 and the weights state no terms, so they are not redistributed here. Metrics: reported in that README,
+# measured by the official test (target -> source transfer, 256x256 frame), not reproduced by mmnet.
+def _register_cats(folder_name: str, backbone: str, reported: dict[str, float]) -> None:
+    name = f"cats_resnet101.{folder_name}_official"
+    folder = OFFICIAL_HOME / name
+    register_pretrained(name, PretrainedCfg(
+        local_dir=str(folder),
+        license="unknown (weights released with GPL-3.0 code, no terms of their own); do not redistribute",
+        metrics={"reported": reported, "source": "README of github.com/SunghwanHong/Cost-Aggregation-transformers, "
+                 "official protocol", "backbone": backbone, "reproduced": False},
+        notes=f"convert the authors' checkpoint first: download the '{folder_name}' folder (model_best.pth + "
+              "args.pkl) from the Google Drive link in the README of github.com/SunghwanHong/Cost-Aggregation-"
+              f"transformers, then run `mmnet convert-official --family cats {folder_name} --out {folder}` (set "
+              "MMNET_HOME before importing mmnet to change the folder); the converted config keeps the official "
+              "readout (256x256 input, truncated points; preset='default' for mmnet's)"))
+
+
+_register_cats("spair", "fine-tuned", {"spair_pck@0.10": 49.9})
+_register_cats("spair_frozen", "frozen", {"spair_pck@0.10": 42.4})
+_register_cats("pfpascal", "fine-tuned", {"pfpascal_pck@0.05": 75.4, "pfpascal_pck@0.10": 92.6,
+                                          "pfpascal_pck@0.15": 96.4})
+_register_cats("pfpascal_frozen", "frozen", {"pfpascal_pck@0.05": 67.5, "pfpascal_pck@0.10": 89.1,
+                                             "pfpascal_pck@0.15": 94.9})

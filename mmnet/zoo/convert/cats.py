@@ -28,7 +28,6 @@ Dead: ``decoder.norm.*`` (never called), the ResNet ``fc.*``, ``layer4.*`` (comp
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -262,6 +261,7 @@ def convert_cats(folder: str | Path, out: str | Path | None = None, *, dtype: to
         model=model, config=config, source=weights, sha256=sha256_of(weights), args_source=args_source,
         mapped=len(used), mapped_values=sum(state[k].numel() for k in used), dropped=dropped,
         dropped_values=sum(state[k].numel() for k in dropped), absent_dead=[k for k in dead if k not in state])
+    model.readout = {"preset": "official"}
     if out is not None:
         result.out = save_cats(model, out, dtype=dtype, extra={"converted_from": {
             "format": "official CATs checkpoint (SunghwanHong/Cost-Aggregation-transformers)",
@@ -272,12 +272,7 @@ def convert_cats(folder: str | Path, out: str | Path | None = None, *, dtype: to
         log(result.summary())
         if result.out is not None:
             log(f"wrote    {result.out / 'model.safetensors'} and config.json\n"
-                f"use      mmnet.matching.cats.CatsMatcher.from_pretrained({str(result.out)!r})  "
-                "# preset='official' for the official test readout")
+                f"use      mmnet.create_matcher({str(result.out)!r})  "
+                "# official readout (256x256, truncated points); preset='default' for mmnet's")
     return result
 
-
-def _cmd(args: argparse.Namespace) -> int:
-    convert_cats(args.checkpoint, args.out, dtype={"fp16": torch.float16, "float16": torch.float16}.get(
-        args.dtype, torch.float32))
-    return 0
