@@ -37,6 +37,7 @@ from mmnet.errors import (
 )
 from mmnet.eval import RescaleMatcher, evaluate
 from mmnet.matching.images import PreprocessConfig, load_image
+from mmnet.train.trainer import TrainConfig
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 
@@ -653,6 +654,16 @@ ROWS: list[Bad] = [
     Bad("scot-offline-miss", lambda t: mmnet.create_matcher("scot_resnet18", local_files_only=True,
                                                             cache_dir=t / "hub", device="cpu"),
         WeightsNotFoundError, r"timm/resnet18\.a1_in1k@main: offline mode .* is on and it is not in the cache"),
+    # trainer configuration
+    Bad("train-steps-zero", lambda t: TrainConfig(steps=0), InputError, r"steps must be an integer >= 1, got 0"),
+    Bad("train-batch-size-float", lambda t: TrainConfig(batch_size=2.0), InputError,
+        r"batch_size must be an integer >= 1, got 2\.0"),
+    Bad("train-accumulate-zero", lambda t: TrainConfig(accumulate=0), InputError,
+        r"accumulate must be an integer >= 1, got 0"),
+    Bad("train-lr-nan", lambda t: TrainConfig(lr=float("nan")), InputError, r"lr must be a finite number > 0, got nan"),
+    Bad("train-backbone-mode", lambda t: TrainConfig(train_backbone="last9"), InputError,
+        r"train_backbone must be one of 'frozen', 'last1', 'last2', 'last3', 'full', got 'last9'"),
+    Bad("train-amp", lambda t: TrainConfig(amp="fp8"), InputError, r"amp must be one of 'bf16', 'fp16', 'off'"),
 ]
 
 

@@ -75,6 +75,28 @@ class TrainConfig:
     convention: Literal["center", "corner"] = "center"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from mmnet.checks import check_choice, check_float, check_int
+
+        for name in ("steps", "batch_size", "accumulate", "step_size", "log_every"):
+            check_int(name, getattr(self, name), min=1)
+        for name in ("warmup", "seed", "num_workers", "val_every", "checkpoint_every"):
+            check_int(name, getattr(self, name), min=0)
+        check_float("lr", self.lr, min=0.0, min_inclusive=False)
+        for name in ("backbone_lr_mult", "weight_decay", "clip_grad", "checkpoint_minutes", "max_minutes"):
+            check_float(name, getattr(self, name), min=0.0)
+        check_float("min_lr_ratio", self.min_lr_ratio, min=0.0, max=1.0)
+        check_float("gamma", self.gamma, min=0.0, min_inclusive=False)
+        check_choice("train_backbone", self.train_backbone, ("frozen", "last1", "last2", "last3", "full"))
+        check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
+        check_choice("schedule", self.schedule, ("cosine", "step"))
+        check_choice("amp", self.amp, ("bf16", "fp16", "off"))
+        check_choice("convention", self.convention, ("center", "corner"))
+        if not isinstance(self.freeze_bn, bool):
+            raise InputError(f"freeze_bn must be True or False, got {self.freeze_bn!r}")
+        if not isinstance(self.extra, dict):
+            raise InputError(f"extra must be a dict, got {type(self.extra).__name__}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
