@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,12 +31,63 @@ TRAIN_HELP = "train or fine-tune an MMNet (see docs/training.md)"
 def parse_keypoints(text: str) -> list[tuple[float, float]]:
     """``"x,y;x,y"`` or a path to a JSON list of [x, y] -> list of (x, y)."""
     path = Path(text)
-    if path.suffix == ".json" and path.is_file():
-        return [(float(x), float(y)) for x, y in json.loads(path.read_text())]
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"keypoint file {text!r} not found")
+        try:
+            points = [(float(x), float(y)) for x, y in json.loads(path.read_text())]
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise argparse.ArgumentTypeError(f"{text} must hold a JSON list of [x, y] pairs ({exc})") from None
+    else:
+        try:
+            points = [(float(x), float(y)) for x, y in (p.split(",") for p in text.split(";") if p.strip())]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"keypoints must look like 'x,y;x,y' (got {text!r})") from exc
+    if not points:
+        raise argparse.ArgumentTypeError(f"no keypoints in {text!r}; give at least one as 'x,y'")
+    return points
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     try:
-        return [(float(x), float(y)) for x, y in (p.split(",") for p in text.split(";") if p.strip())]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"keypoints must look like 'x,y;x,y' (got {text!r})") from exc
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _check_outputs(args: argparse.Namespace, *names: str) -> None:
+    """Output files checked for a writable folder before any model is loaded or anything is computed."""
+    from .checks import check_writable_file
+
+    for name in names:
+        if getattr(args, name, None):
+            check_writable_file(f"--{name}", getattr(args, name))
 
 
 def parse_frame(text: str) -> tuple[int, int] | None:
@@ -59,6 +111,7 @@ def _matcher(args: argparse.Namespace) -> BaseMatcher:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
+    _check_outputs(args, "json", "out")
     matcher = _matcher(args)
     result = matcher.match(args.source, args.target, args.kpts)
     rows = [{"source": list(s), "target": [round(float(v), 2) for v in t], "score": round(float(c), 4)}
@@ -77,6 +130,7 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 
 def _cmd_flow(args: argparse.Namespace) -> int:
+    _check_outputs(args, "npy", "out")
     import numpy as np
 
     matcher = _matcher(args)
@@ -193,19 +247,19 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--pairs", type=Path, help="pair list to use instead of the split's default")
     p.add_argument("--model", action="append", required=True, metavar="NAME_OR_PATH",
                    help="'rescale' (image-size baseline) or a registered name / folder; repeat to compare")
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="default 0.05 0.1 0.15")
+    p.add_argument("--alpha", type=positive_float, nargs="+", default=[0.05, 0.1, 0.15], help="default 0.05 0.1 0.15")
     p.add_argument("--threshold", choices=THRESHOLDS,
                    help="default per dataset: pf-pascal img, pf-willow bbox-kp, spair bbox, cub bbox")
     p.add_argument("--frame", type=parse_frame, default=None,
                    help="'original' (default) or HxW, e.g. 224x320 for the official MMNet resized frame")
-    p.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N pairs (N >= 1)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--preset", choices=["default", "official"], help="readout preset of MMNet models")
     p.add_argument("--offline", action="store_true", help="load weights from the local cache only")
     p.add_argument("--out", type=Path, help="write results.json, results.csv, per_pair.csv, pck_curve.png here")
     p.add_argument("--spair-size", choices=["large", "small"], default="large", help="SPair-71k Layout size")
-    p.add_argument("--num-pairs", type=int, default=1000, help="CUB without --pairs: pairs to sample")
-    p.add_argument("--seed", type=int, default=0, help="CUB without --pairs: sampling seed")
+    p.add_argument("--num-pairs", type=positive_int, default=1000, help="CUB without --pairs: pairs to sample")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="CUB without --pairs: sampling seed")
     p.add_argument("--any-class", action="store_true", help="CUB without --pairs: pairs across species")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
@@ -247,14 +301,14 @@ def _add_scot_layers(sub: Any) -> None:
     p.add_argument("--root", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--pairs", help="pair list (e.g. the CUB training pairs)")
-    p.add_argument("--n-pairs", type=int, default=50)
-    p.add_argument("--beam", type=int, default=4)
-    p.add_argument("--max-depth", type=int, default=8)
+    p.add_argument("--n-pairs", type=positive_int, default=50)
+    p.add_argument("--beam", type=positive_int, default=4)
+    p.add_argument("--max-depth", type=positive_int, default=8)
     p.add_argument("--candidates", type=int, nargs="+")
-    p.add_argument("--iterations", type=int, help="Sinkhorn updates (max; default 100)")
-    p.add_argument("--long-side", type=int, help="resize target of the longer side (default 300)")
-    p.add_argument("--exponent", type=float, help="power of the rescaled OT plan (default 2)")
-    p.add_argument("--box-size", type=float, help="transfer box side, resized pixels (default 27)")
+    p.add_argument("--iterations", type=positive_int, help="Sinkhorn updates (max; default 100)")
+    p.add_argument("--long-side", type=positive_int, help="resize target of the longer side (default 300)")
+    p.add_argument("--exponent", type=positive_float, help="power of the rescaled OT plan (default 2)")
+    p.add_argument("--box-size", type=positive_float, help="transfer box side, resized pixels (default 27)")
     p.add_argument("--saliency", choices=["cam", "norm", "uniform"])
     p.add_argument("--score", type=str, nargs="+", metavar="IDS",
                    help="only score these comma-separated layer sets (e.g. 13,14,19 3,12) instead of searching")

@@ -10,6 +10,7 @@ import csv
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -25,6 +26,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import mmnet
+from mmnet.cli import main as cli_main
 from mmnet.data import CUB, PFPascal, PFWillow, SPair, load_dataset
 from mmnet.data.base import PairRecord
 from mmnet.errors import (
@@ -756,3 +758,75 @@ def test_scot_offline_miss_fails_at_once(tmp_path: Path) -> None:
         mmnet.create_matcher("scot_resnet50", revision="v0", cache_dir=tmp_path, local_files_only=True,
                              device="cpu")
     assert time.perf_counter() - start < 3.0
+
+
+# --- the command line: argument errors exit with status 2 and say what was wrong ----------------------------
+
+ASTRONAUT, GRACE = str(EXAMPLE), str(EXAMPLE.with_name("grace_hopper.jpg"))
+
+
+def cub_eval(tmp: Path, *extra: str) -> list[str]:
+    return ["eval", "--dataset", "cub", "--root", str(make_cub(tmp)), "--model", "rescale", "--no-progress", *extra]
+
+
+def header_only_list(tmp: Path) -> list[str]:
+    argv = cub_eval(tmp, "--pairs", "pairs.csv")
+    header_only(tmp / "CUB_200_2011" / "pairs.csv")
+    return argv
+
+
+CLI_ROWS: list[tuple[str, Callable[[Path], list[str]], str]] = [
+    ("eval-limit-zero", lambda t: cub_eval(t, "--limit", "0"), r"--limit: must be an integer >= 1, got '0'"),
+    ("eval-limit-text", lambda t: cub_eval(t, "--limit", "ten"), r"--limit: must be an integer >= 1, got 'ten'"),
+    ("eval-num-pairs-negative", lambda t: cub_eval(t, "--num-pairs", "-3"), r"--num-pairs: must be an integer >= 1"),
+    ("eval-seed-negative", lambda t: cub_eval(t, "--seed", "-1"), r"--seed: must be an integer >= 0"),
+    ("eval-alpha-nan", lambda t: cub_eval(t, "--alpha", "nan"), r"--alpha: must be a finite number > 0, got 'nan'"),
+    ("eval-too-many-pairs", lambda t: cub_eval(t, "--num-pairs", "13"),
+     r"mmnet: error: CUB-200-2011: cannot draw 13 distinct pairs"),
+    ("eval-header-only-list", header_only_list, r"mmnet: error: .*pairs\.csv: lists no pairs"),
+    ("eval-out-is-a-file", lambda t: cub_eval(t, "--out", str(write_csv(t / "taken", []))),
+     r"--out must be a folder, but .*taken' is a file"),
+    ("match-json-folder-missing", lambda t: ["match", ASTRONAUT, GRACE, "--kpts", "1,2", "--json",
+                                             str(t / "no" / "such" / "m.json")],
+     r"--json: the folder .*no/such' of .* does not exist"),
+    ("match-out-is-a-folder", lambda t: ["match", ASTRONAUT, GRACE, "--kpts", "1,2", "--out", str(t)],
+     r"--out must be a file path, but .* is a folder"),
+    ("flow-npy-folder-missing", lambda t: ["flow", ASTRONAUT, GRACE, "--npy", str(t / "none" / "f.npy")],
+     r"--npy: the folder .*none' of .* does not exist"),
+    ("match-kpts-empty", lambda t: ["match", ASTRONAUT, GRACE, "--kpts", ";"], r"no keypoints in ';'"),
+    ("match-kpts-bad-json", lambda t: ["match", ASTRONAUT, GRACE, "--kpts",
+                                       str(write_csv(t / "k.json", [["{1: 2}"]]))],
+     r"k\.json must hold a JSON list of \[x, y\] pairs"),
+    ("match-image-url", lambda t: ["match", "https://example.org/a.jpg", GRACE, "--kpts", "1,2"],
+     r"mmnet: error: image 'https://example\.org/a\.jpg' is a URL"),
+    ("match-device-bogus", lambda t: ["match", ASTRONAUT, GRACE, "--kpts", "1,2", "--device", "gpu0"],
+     r"mmnet: error: device must be .*, got 'gpu0'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "phrase"), [r[1:] for r in CLI_ROWS], ids=[r[0] for r in CLI_ROWS])
+def test_bad_command_line_exits_with_an_error(argv: Callable[[Path], list[str]], phrase: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = cli_main(argv(tmp_path))
+    except SystemExit as exc:  # argparse refuses the value itself
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert re.search(phrase, err), err
+
+
+def test_output_files_are_checked_before_any_model_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise AssertionError("a model was loaded before the output folder was checked")
+
+    monkeypatch.setattr("mmnet.zoo.create_matcher", refuse)
+    assert cli_main(["match", ASTRONAUT, GRACE, "--kpts", "1,2", "--out", str(tmp_path / "x" / "m.png")]) == 2
+    assert cli_main(["flow", ASTRONAUT, GRACE, "--npy", str(tmp_path / "x" / "f.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_input_table_size() -> None:
+    """The issue asks for at least 60 kinds of bad input with their error type and message."""
+    assert len(ROWS) + len(CLI_ROWS) >= 60

@@ -23,6 +23,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from mmnet.eval.evaluate import evaluate
     from mmnet.eval.results import write_csv, write_json, write_per_pair_csv
 
+    if args.out:  # before any work: a long evaluation must not fail at its last step
+        from mmnet.checks import check_writable_dir
+
+        check_writable_dir("--out", args.out)
     extra: dict[str, Any] = {}
     if args.dataset == "spair":
         extra["size"] = args.spair_size
