@@ -8,9 +8,10 @@ Rows (random weights: the numbers are about cost, not accuracy):
 - ``mmnet``: ``MMNet.forward`` of ``mmnet_resnet101`` on the same pair (all four levels, full 4-D volumes).
 
 The three run interleaved in one process (round r runs every row once, in a rotating order), so load from other
-processes hits them alike; time is the median over rounds, under inference_mode. Memory: the peak RSS of each call
-minus the RSS before it (VmHWM reset through /proc/self/clear_refs before every call), median over rounds, i.e.
-working memory on top of the weights, which are listed apart.
+processes hits them alike; time is the median over rounds, under inference_mode, as wall time and as process CPU
+time (the steadier figure on a shared machine). Memory: the peak RSS of each call
+minus the RSS before it (freed heap returned with malloc_trim, then VmHWM reset through /proc/self/clear_refs before
+every call), median over rounds, i.e. working memory on top of the weights, which are listed apart (Linux only).
 
 Usage: ``python benchmarks/bench_cats.py [--rounds 7] [--threads 1] [--json out.json]``
 """
@@ -18,6 +19,8 @@ Usage: ``python benchmarks/bench_cats.py [--rounds 7] [--threads 1] [--json out.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -32,6 +35,9 @@ def _kib(field: str) -> int:
 
 
 def _reset_peak() -> None:
+    """Give freed heap memory back to the OS (else the next call reuses it unseen), then reset VmHWM to VmRSS."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 
@@ -65,30 +71,33 @@ def main(argv: list[str] | None = None) -> int:
               "cats backbone": sum(p.numel() for p in cats.backbone.parameters()),
               "mmnet": sum(p.numel() for p in mmnet.parameters())}
     times: dict[str, list[float]] = {name: [] for name in rows}
+    cpu: dict[str, list[float]] = {name: [] for name in rows}
     peaks: dict[str, list[float]] = {name: [] for name in rows}
     names = list(rows)
     with torch.inference_mode():
         for r in range(args.warmup + args.rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:
-                base = _kib("VmRSS")
                 _reset_peak()
-                start = time.perf_counter()
+                base = _kib("VmRSS")
+                start, start_cpu = time.perf_counter(), time.process_time()
                 rows[name]()
                 elapsed = (time.perf_counter() - start) * 1000
                 if r >= args.warmup:
                     times[name].append(elapsed)
+                    cpu[name].append((time.process_time() - start_cpu) * 1000)
                     peaks[name].append((_kib("VmHWM") - base) / 1024)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), {os.cpu_count()} CPUs visible, {args.size}x{args.size} "
           f"pair, {args.rounds} interleaved rounds after {args.warmup} warm-up")
-    print(f"{'row':<15}{'median ms':>11}{'min ms':>9}{'max ms':>9}{'peak MiB':>10}{'params':>13}")
+    print(f"{'row':<15}{'median ms':>11}{'min ms':>9}{'max ms':>9}{'cpu ms':>9}{'peak MiB':>10}{'params':>13}")
     results = {}
     for name in rows:
         results[name] = {"median_ms": statistics.median(times[name]), "min_ms": min(times[name]),
-                         "max_ms": max(times[name]), "peak_mib": statistics.median(peaks[name]),
+                         "max_ms": max(times[name]), "cpu_ms": statistics.median(cpu[name]),
+                         "peak_mib": statistics.median(peaks[name]),
                          "params": params[name]}
         res = results[name]
-        print(f"{name:<15}{res['median_ms']:>11.0f}{res['min_ms']:>9.0f}{res['max_ms']:>9.0f}"
+        print(f"{name:<15}{res['median_ms']:>11.0f}{res['min_ms']:>9.0f}{res['max_ms']:>9.0f}{res['cpu_ms']:>9.0f}"
               f"{res['peak_mib']:>10.0f}{res['params']:>13,}")
     head = results["cats"]["median_ms"] - results["cats backbone"]["median_ms"]
     print(f"cats head (forward - backbone): {head:.0f} ms")
