@@ -327,6 +327,30 @@ def match_points(points: Any) -> Any:
     return matcher().match(torch.rand(3, 40, 50), torch.rand(3, 40, 50), points)
 
 
+def official_file(tmp: Path, change: Callable[[torch.Tensor], torch.Tensor]) -> Path:
+    """An official-layout ResNet-50 MMNet state dict (constant tensors, expanded views: tiny on disk) whose
+    first floating weight is changed by `change`."""
+    from mmnet.zoo.convert.mmnet import official_layout
+
+    with torch.device("meta"):
+        model = mmnet.MMNet(mmnet.MMNetConfig(backbone="resnet50"))
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    used, dead = official_layout(shapes)
+    layout = {**{k: tuple(shapes[v]) for k, v in used.items()}, **dead}
+    state = {k: (torch.tensor(1) if "num_batches" in k else torch.tensor(0.01)).expand(shape)
+             for k, shape in layout.items()}
+    key = next(k for k in used if "weight" in k)
+    state[key] = change(torch.tensor(0.01)).expand(layout[key])
+    torch.save(state, tmp / "official.pth")
+    return tmp / "official.pth"
+
+
+def convert(tmp: Path, change: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    from mmnet.zoo.convert.mmnet import convert_official
+
+    return convert_official(official_file(tmp, change), "resnet50", log=None)
+
+
 # --- the table -----------------------------------------------------------------------------------------------
 
 
@@ -666,6 +690,11 @@ ROWS: list[Bad] = [
     Bad("train-backbone-mode", lambda t: TrainConfig(train_backbone="last9"), InputError,
         r"train_backbone must be one of 'frozen', 'last1', 'last2', 'last3', 'full', got 'last9'"),
     Bad("train-amp", lambda t: TrainConfig(amp="fp8"), InputError, r"amp must be one of 'bf16', 'fp16', 'off'"),
+    # official checkpoint conversion
+    Bad("convert-official-nan-weight", lambda t: convert(t, lambda w: w * float("nan")), CheckpointError,
+        r"official\.pth: the official checkpoint: tensor '.*' holds \d+ NaN or infinite value\(s\)"),
+    Bad("convert-official-integer-weight", lambda t: convert(t, lambda w: w.to(torch.int64)), CheckpointError,
+        r"official\.pth: the official checkpoint: tensor '.*' is stored as int64, but the model needs floating"),
 ]
 
 

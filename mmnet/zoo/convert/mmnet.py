@@ -32,7 +32,7 @@ import torch
 from ...errors import CheckpointError, InputError, WeightsNotFoundError
 from ...matching.readouts import OFFICIAL_INPUT_SIZE, OFFICIAL_READOUT
 from ...models.mmnet import MMNet, MMNetConfig
-from ..hub import save_pretrained, sha256_of
+from ..hub import check_weights, save_pretrained, sha256_of
 
 #: Backbone names as the official code spells them (``--backbone_name``) -> mmnet backbone names.
 OFFICIAL_BACKBONES: dict[str, str] = {
@@ -222,6 +222,7 @@ def build_official_model(backbone: str, state: Mapping[str, torch.Tensor] | None
         with torch.device("meta"):
             model = MMNet(config)
         mapped, _ = map_official_state_dict(state, model.state_dict(), _official_name(config.backbone))
+        check_weights(mapped, "the official checkpoint", model.state_dict())  # NaN/inf or integer weights
         mapped = {k: v.float() if v.is_floating_point() else v for k, v in mapped.items()}
         model.load_state_dict(mapped, strict=True, assign=True)
         if left := [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]:
