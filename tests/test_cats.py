@@ -383,3 +383,36 @@ def test_registry_and_official_tags() -> None:
     if not (Path.home() / ".cache/mmnet/official/cats_resnet101.spair_official").exists():
         with pytest.raises(WeightsNotFoundError, match="convert-official --family cats"):
             create_matcher("cats_resnet101.spair_official")
+
+
+def test_training_objectives(small: CatsMatcher) -> None:
+    from mmnet.train.cats import cats_flow_loss, cats_loss, cats_param_groups, official_flow_target
+
+    # the official ground truth (notes' example): two keypoints share the cells (2, 6) and (3, 6)
+    src = torch.tensor([[[100.0, 50.0], [110.0, 52.0]]])
+    tgt = torch.tensor([[[10.0, 10.0], [200.0, 200.0]]])
+    gt = official_flow_target(src, tgt, torch.ones(1, 2, dtype=torch.bool))
+    assert gt[0, :, 2, 6].tolist() == [5.9375, 9.3125] and gt[0, :, 3, 6].tolist() == [5.9375, 9.3125]
+    assert gt[0, :, 2, 5].tolist() == [-5.625, -2.5] and gt[0, :, 2, 7].tolist() == [5.625, 9.25]
+    assert int((gt != 0).any(1).sum()) == 3 * 2  # keypoint 1 in columns 5-6, keypoint 2 in 6-7; both in rows 2-3
+    # a flow equal to the truth costs nothing with the keypoint target
+    shift = torch.zeros(1, 2, 16, 16)
+    shift[:, 0] = 2.0
+    kps = torch.tensor([[[40.0, 60.0], [130.5, 200.0]]])
+    assert float(cats_flow_loss(shift, kps, kps + torch.tensor([32.0, 0.0]), torch.ones(1, 2, dtype=torch.bool),
+                                (256, 256), (256, 256))) < 1e-5
+    model = small.model.train()
+    torch.manual_seed(0)
+    images = torch.randn(2, 1, 3, 64, 64)
+    valid = torch.tensor([[True, True, False]])
+    points = torch.tensor([[[10.0, 12.0], [40.0, 50.0], [0.0, 0.0]]])
+    for objective, target in [("flow", "keypoints"), ("flow", "official"), ("keypoint", "keypoints")]:
+        model.zero_grad()
+        loss, parts = cats_loss(model, images[0], images[1], points, points + 3, valid, objective=objective,
+                                target=target)
+        loss.backward()
+        assert math.isfinite(parts[objective]) and model.aggregator.proj.weight.grad is not None
+        assert (model.softargmax.grid_x.grad is not None) == (objective == "flow")  # the trainable grid
+    groups = cats_param_groups(model)
+    assert groups[0]["lr"] == 3e-5 and any(p is model.softargmax.grid_x for p in groups[0]["params"])
+    model.eval()

@@ -345,13 +345,3 @@ class CATs(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor, over: Literal["source", "target"] = "target") -> torch.Tensor:
         return self.softargmax(self.scores(a, b), over=over)
 
-
-def cats_flow_loss(flow: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """The official loss: mean end-point error of (B, 2, h, w) flows over the valid cells of the batch.
-
-    Without `valid`, cells whose ground truth is exactly (0, 0) are invalid, as in the official code.
-    """
-    if valid is None:
-        valid = gt.abs().sum(dim=1) > 0
-    epe = (flow - gt).norm(dim=1)
-    return epe[valid].mean() if valid.any() else flow.sum() * 0
