@@ -46,12 +46,12 @@ HYPERPIXELS: dict[str, tuple[int, ...]] = {
     "pfpascal": (2, 17, 21, 22, 25, 26, 28),
 }
 #: Default taps per backbone: the one config entry a backbone needs. Backbones without one use the stem plus every
-#: block of the stride-16 group (`default_hyperpixels`).
+#: block of the second-to-last scale group (`default_hyperpixels`).
 DEFAULT_HYPERPIXELS: dict[str, tuple[int, ...]] = {
     "resnet101": HYPERPIXELS["spair"],
     "resnext101": HYPERPIXELS["spair"],  # same block layout as ResNet-101; untested
     "fcn_resnet101": HYPERPIXELS["spair"],  # same block layout, layer3 at stride 8; untested
-    "resnet50": (0, 5, 8, 9, 10, 11, 12, 13),  # stem, layer3 (ids 8-13): the SPair pattern, untested
+    "resnet50": (0, 8, 9, 10, 11, 12, 13),  # stem + layer3 (ids 8-13), the SPair pattern; untested
     "efficientnet_lite2": (0, 7, 9, 10, 11, 12, 13, 14),  # stem, blocks.3.0, blocks.3.2 - blocks.4.3; untested
     "efficientnet_lite0": (0, 5, 6, 7, 8, 9, 10),  # stem, blocks.3.* + blocks.4.*; untested
 }
@@ -97,6 +97,9 @@ class CatsConfig:
     def __post_init__(self) -> None:
         ids = parse_hyperpixels(self.hyperpixels) if self.hyperpixels else default_hyperpixels(self.backbone)
         object.__setattr__(self, "hyperpixels", ids)
+        if self.depth < 1 or self.feature_size < 2 or self.beta <= 0:
+            raise InputError(f"CatsConfig needs depth >= 1, feature_size >= 2 and beta > 0; got depth {self.depth}, "
+                             f"feature_size {self.feature_size}, beta {self.beta}")
         width = self.feature_size**2 + self.proj_dim
         if width % 2 or width % self.num_heads:
             raise InputError(f"token width feature_size^2 + proj_dim = {width} must be even and divisible by "
