@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import mmnet
-from mmnet.errors import CheckpointError, UnknownModelError, WeightsNotFoundError
+from mmnet.errors import CheckpointError, InputError, UnknownModelError, WeightsNotFoundError
 from mmnet.matching.geometry import gaussian_kernel, pixels_to_grid
 from mmnet.models.backbones import Backbone, get_backbone_spec, list_backbones
 from mmnet.train.loss import GAUSSIAN_SIGMA, mmnet_loss, soft_target
@@ -175,3 +175,30 @@ def test_features_up_to_a_level_equal_the_full_pyramid(tiny):
     assert len(partial) == 3
     for a, b in zip(partial, full[:3], strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_fewer_levels_drop_the_finest_groups_and_keep_the_coarse_ones_equal() -> None:
+    """levels=3 on a 4-group backbone: strides (32, 16, 8), same backbone taps, no stride-4 SEMs."""
+    from mmnet.models.mmnet import MMNet, MMNetConfig
+
+    torch.manual_seed(0)
+    full = MMNet(MMNetConfig(backbone="efficientnet_lite0"))
+    three = MMNet(MMNetConfig(backbone="efficientnet_lite0", levels=3))
+    assert full.strides == (32, 16, 8, 4) and three.strides == (32, 16, 8)
+    assert len(three.sems) == 3 and not any(k.startswith("sems.3.") for k in three.state_dict())
+    # the coarse groups of `full` are groups 1..3: copy them (and the backbone) into `three`
+    state = {k: v for k, v in full.state_dict().items() if not k.startswith(("sems.0.", "attentions.0.", "fusions.0."))}
+    renamed = {}
+    for k, v in state.items():
+        head, _, rest = k.partition(".")
+        if head in ("sems", "attentions", "fusions"):
+            index, _, tail = rest.partition(".")
+            k = f"{head}.{int(index) - 1}.{tail}"
+        renamed[k] = v
+    three.load_state_dict(renamed)
+    images = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        a, b = full.eval().features(images, up_to=2), three.eval().features(images)
+    assert len(a) == len(b) == 3 and all(torch.allclose(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(InputError, match="levels must be at most 4"):
+        MMNet(MMNetConfig(backbone="efficientnet_lite0", levels=5))

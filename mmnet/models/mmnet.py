@@ -29,7 +29,11 @@ from .components import (
 
 @dataclass
 class MMNetConfig:
-    """Everything needed to rebuild an MMNet (stored in a checkpoint's config.json)."""
+    """Everything needed to rebuild an MMNet (stored in a checkpoint's config.json).
+
+    levels: how many of the backbone's scale groups get a matching level, coarsest first (0: all; 3 on a
+    four-group backbone drops the stride-4 level, whose SEMs cost most of the head).
+    """
 
     backbone: str = "efficientnet_lite2"
     channels: int = 21
@@ -37,6 +41,7 @@ class MMNetConfig:
     sem_dilations: tuple[int, ...] = (4, 8, 12)
     attention_kernel: int = 3
     detach_coarse: bool = True
+    levels: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
@@ -51,6 +56,7 @@ class MMNetConfig:
         if self.attention_kernel % 2 == 0:
             raise InputError(f"attention_kernel must be an odd integer >= 1, got {self.attention_kernel}")
         check_bool("detach_coarse", self.detach_coarse)
+        check_int("levels", self.levels, min=0)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,7 +87,11 @@ class MMNet(nn.Module):
         self.config = config
         spec = get_backbone_spec(config.backbone)
         self.backbone = Backbone(spec, pretrained=pretrained_backbone)
-        groups = self.backbone.groups  # finest first
+        if config.levels > len(self.backbone.groups):
+            raise InputError(f"levels must be at most {len(self.backbone.groups)} for {config.backbone} (0: all), "
+                             f"got {config.levels}")
+        self.skipped_groups = len(self.backbone.groups) - (config.levels or len(self.backbone.groups))
+        groups = self.backbone.groups[self.skipped_groups:]  # finest first
         c = config.channels
         self.sems = nn.ModuleList(
             nn.ModuleList(SEM(ch, config.sem_channels, c, config.sem_dilations) for ch in g.channels)
@@ -111,7 +121,7 @@ class MMNet(nn.Module):
         Levels finer than `up_to` (default: all) are not computed: their SEMs and fusions are skipped.
         """
         first = self.num_levels - 1 - up_to % self.num_levels  # finest group index needed
-        taps = self.backbone(images)
+        taps = self.backbone(images)[self.skipped_groups:]
         summed = {g: sum(sem(t) for sem, t in zip(self.sems[g], taps[g], strict=True))
                   for g in range(first, self.num_levels)}
         attended = {g: self.attentions[g](x) for g, x in summed.items()}
