@@ -41,6 +41,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     m.add_argument("--init", help="start from these MMNet weights (registered name, folder or hub id)")
     m.add_argument("--no-pretrained-backbone", action="store_true", help="random backbone (tests only)")
     m.add_argument("--channels", type=int, help="feature channels of a fresh model's head (default 21, the paper's)")
+    m.add_argument("--levels", type=int, help="matching levels of a fresh model, coarsest first (default: one per "
+                   "scale group of the backbone; 3 drops the stride-4 level)")
     d = p.add_argument_group("data")
     d.add_argument("--data-root", help="benchmark folder (default $MMNET_DATA or ../shared/data)")
     d.add_argument("--dataset", help="mmnet.data dataset name: cub, pf-pascal, spair, pf-willow")
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
             model = from_pretrained(args.init)
         else:
-            overrides = {"channels": args.channels} if args.channels else {}
+            overrides = {k: getattr(args, k) for k in ("channels", "levels") if getattr(args, k) is not None}
             model = create_model(args.model, pretrained_backbone=not args.no_pretrained_backbone, **overrides)
         size = tuple(args.size) if args.size else tuple(model.preprocess.size)
         data = build_data(args, size, model.preprocess.mean, model.preprocess.std)
