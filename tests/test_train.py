@@ -268,3 +268,17 @@ def test_ddp_gloo_two_processes(photo_dir: Path, tmp_path: Path) -> None:
     init = _tiny_model(0).state_dict()
     assert any(not torch.equal(a[k], init[k]) for k in a)
     assert (tmp_path / "last.pt").is_file()
+
+
+def test_loss_levels_sum_the_coarsest_levels_only() -> None:
+    from mmnet.models.mmnet import MMNet, MMNetConfig
+    from mmnet.train.loss import mmnet_loss
+
+    torch.manual_seed(0)
+    model = MMNet(MMNetConfig(backbone="efficientnet_lite0"))
+    src, tgt = torch.randn(2, 1, 3, 64, 96).unbind(0)
+    kps = torch.tensor([[[10.0, 12.0], [50.0, 40.0], [80.0, 30.0]]])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    losses = [float(mmnet_loss(model, src, tgt, kps, kps.flip(-1).clamp(max=60), valid, levels=n)) for n in range(5)]
+    assert losses[0] == pytest.approx(losses[4], rel=1e-6)
+    assert losses[1] < losses[2] < losses[3] < losses[4]

@@ -53,7 +53,7 @@ def _direction_loss(model: MMNet, src_feats: list[torch.Tensor], tgt_feats: list
                     src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor,
                     src_size: Sequence[int], tgt_size: Sequence[int], convention: Convention) -> torch.Tensor:
     total = src_kps.new_zeros(())
-    for level in range(model.num_levels):
+    for level in range(len(src_feats)):
         src_grid, tgt_grid = src_feats[level].shape[-2:], tgt_feats[level].shape[-2:]
         cells, weights = bilinear_cells(pixels_to_grid(src_kps, src_size, src_grid, convention), src_grid)
         rows = model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), level)[-1]
@@ -63,13 +63,14 @@ def _direction_loss(model: MMNet, src_feats: list[torch.Tensor], tgt_feats: list
 
 
 def mmnet_loss(model: MMNet, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-               valid: torch.Tensor, convention: Convention = "center") -> torch.Tensor:
+               valid: torch.Tensor, convention: Convention = "center", levels: int = 0) -> torch.Tensor:
     """Loss of a batch of pairs.
 
     src, tgt: normalised images (B, 3, H, W); src_kps, tgt_kps: (B, N, 2) xy pixels of those images;
-    valid: (B, N) bool. Returns a scalar.
+    valid: (B, N) bool; levels: sum over the coarsest `levels` levels only (0: all; finer SEMs are not run).
+    Returns a scalar.
     """
-    src_feats, tgt_feats = model.pair_features(src, tgt)
+    src_feats, tgt_feats = model.pair_features(src, tgt, up_to=(levels or model.num_levels) - 1)
     valid = valid.to(src_kps.dtype)
     sizes = src.shape[-2:], tgt.shape[-2:]
     forward = _direction_loss(model, src_feats, tgt_feats, src_kps, tgt_kps, valid, *sizes, convention)

@@ -45,6 +45,7 @@ class TrainConfig:
     optimizer: "adamw" or "sgd" (momentum 0.9); schedule: "cosine" (to lr * min_lr_ratio) or "step"
     (x gamma every step_size steps), both after `warmup` linear steps. clip_grad: max grad norm (0: off).
     amp: autocast on CUDA ("bf16", "fp16" with a GradScaler, or "off"); ignored on CPU.
+    loss_levels: train on the coarsest N levels only (0: all); finer levels are neither run nor changed.
     max_minutes: stop (with a checkpoint) after this much wall time in this process (0: no limit); the
     schedule still runs to `steps`, so a later `fit` resumes where it stopped.
     """
@@ -73,6 +74,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     max_minutes: float = 0.0
     convention: Literal["center", "corner"] = "center"
+    loss_levels: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,7 @@ class TrainConfig:
         check_choice("schedule", self.schedule, ("cosine", "step"))
         check_choice("amp", self.amp, ("bf16", "fp16", "off"))
         check_choice("convention", self.convention, ("center", "corner"))
+        check_int("loss_levels", self.loss_levels, min=0)
         if not isinstance(self.freeze_bn, bool):
             raise InputError(f"freeze_bn must be True or False, got {self.freeze_bn!r}")
         if not isinstance(self.extra, dict):
@@ -123,13 +126,14 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
 class _LossModule(nn.Module):
     """The model plus its loss in `forward`, so DistributedDataParallel sees (and syncs) the whole step."""
 
-    def __init__(self, model: MMNet, convention: str) -> None:
+    def __init__(self, model: MMNet, convention: str, levels: int = 0) -> None:
         super().__init__()
-        self.model, self.convention = model, convention
+        self.model, self.convention, self.levels = model, convention, levels
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
                 valid: torch.Tensor) -> torch.Tensor:
-        return mmnet_loss(self.model, src, tgt, src_kps, tgt_kps, valid, self.convention)  # type: ignore[arg-type]
+        return mmnet_loss(self.model, src, tgt, src_kps, tgt_kps, valid, self.convention,  # type: ignore[arg-type]
+                          self.levels)
 
 
 # -- parameter groups ------------------------------------------------------------------------------------------
@@ -306,7 +310,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.data = data
         configure_trainable(self.model, config.train_backbone)
-        self.loss_module: nn.Module = _LossModule(self.model, config.convention)
+        self.loss_module: nn.Module = _LossModule(self.model, config.convention, config.loss_levels)
         if self.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
