@@ -58,18 +58,61 @@ def as_points(kpts: Any) -> torch.Tensor:
     return points
 
 
+def _interpolate_extrapolate(values: torch.Tensor, grid_xy: torch.Tensor) -> torch.Tensor:
+    """Bilinear interpolation of `values` (C, h, w) at grid positions `grid_xy` (H, W, 2), continued linearly
+    beyond the outermost cell centres (from the two outermost cells of each axis) -> (C, H, W).
+
+    An axis with a single cell is constant along it; an affine function of the grid position is reproduced
+    exactly everywhere, inside and outside the cell centres.
+    """
+    _, h, w = values.shape
+
+    def axis(g: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if n == 1:
+            zero = torch.zeros_like(g, dtype=torch.long)
+            return zero, zero, torch.zeros_like(g)
+        i0 = g.floor().clamp(0, n - 2)
+        return i0.long(), i0.long() + 1, g - i0  # the weight t leaves [0, 1] outside the outermost centres
+
+    x0, x1, tx = axis(grid_xy[..., 0].float(), w)
+    y0, y1, ty = axis(grid_xy[..., 1].float(), h)
+    v = values.float()
+    top = v[:, y0, x0] * (1 - tx) + v[:, y0, x1] * tx
+    bottom = v[:, y1, x0] * (1 - tx) + v[:, y1, x1] * tx
+    return top * (1 - ty) + bottom * ty
+
+
+def _cell_positions(grid_axis: torch.Tensor, n: int) -> torch.Tensor:
+    """Pixel position of each of `n` cell centres along one axis, from the grid position of every pixel along it
+    (``grid_axis`` (P,), affine in the pixel index): the inverse of the matcher's pixel-to-grid mapping."""
+    cells = torch.arange(n, device=grid_axis.device, dtype=torch.float32)
+    start = grid_axis[0].float()
+    if len(grid_axis) < 2:  # one pixel: its own position is all that is known; any slope gives it back exactly
+        return cells - start
+    slope = (grid_axis[-1].float() - start) / (len(grid_axis) - 1)
+    return (cells - start) / slope
+
+
 def cells_to_flow(cell_map: torch.Tensor, grid_xy: torch.Tensor) -> FlowResult:
     """Per-cell (target x, target y, score) (3, h, w) -> `FlowResult` at every source pixel.
 
-    grid_xy (Hs, Ws, 2): the grid position of each source pixel; the cell map is interpolated bilinearly there
-    (border cells extend outwards) and the flow is the target position minus the pixel's own.
+    grid_xy (Hs, Ws, 2): the grid position of each source pixel (affine in the pixel, as every matcher's
+    pixel-to-grid mapping is). Each cell's *displacement* (its target minus its own source position) is
+    interpolated bilinearly at the pixel's grid position and, for pixels beyond the outermost cell centres,
+    extrapolated linearly from the two outermost cells (an axis with one cell keeps its displacement). So a flow
+    that is exact at the cell centres is exact at every pixel when it is an affine map (identity, shifts,
+    resizes, aspect changes), the border band included. Scores are interpolated bilinearly, border cells
+    extending outwards, and clamped to [0, 1].
     """
     h, w = cell_map.shape[-2:]
+    xs = _cell_positions(grid_xy[0, :, 0], w)
+    ys = _cell_positions(grid_xy[:, 0, 1], h)
+    displacement = cell_map[:2].float() - torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)])
+    flow = _interpolate_extrapolate(displacement, grid_xy)
     norm = torch.stack([grid_xy[..., 0] / max(w - 1, 1), grid_xy[..., 1] / max(h - 1, 1)], -1) * 2 - 1
-    dense = F.grid_sample(cell_map[None].float(), norm[None], mode="bilinear", padding_mode="border",
-                          align_corners=True)[0]
-    flow = dense[:2] - pixel_grid(grid_xy.shape[:2], grid_xy.device).permute(2, 0, 1)
-    return FlowResult(flow.cpu(), dense[2].clamp(0, 1).cpu())
+    scores = F.grid_sample(cell_map[None, 2:].float(), norm[None].float(), mode="bilinear", padding_mode="border",
+                           align_corners=True)[0, 0]
+    return FlowResult(flow.cpu(), scores.clamp(0, 1).cpu())
 
 
 def warp_image(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
