@@ -38,13 +38,16 @@ class _Teacher(Protocol):
 class PseudoLabelConfig:
     """pairs_per_category: ordered pairs of distinct photos drawn per category folder; grid: grid x grid source
     points (cell centres); cycle_tol: allowed forward-backward error as a fraction of the source's longer side;
-    min_score: least forward score; max_points / min_points: points kept per pair / pairs with fewer are dropped.
+    min_score: least forward score; margin: points within this fraction of a side from the source border are not
+    queried, matches that land this close to the target border are dropped (uniform photo backgrounds match
+    each other consistently); max_points / min_points: points kept per pair / pairs with fewer are dropped.
     """
 
     pairs_per_category: int = 24
     grid: int = 12
     cycle_tol: float = 0.03
     min_score: float = 0.0
+    margin: float = 0.0
     max_points: int = 20
     min_points: int = 4
     seed: int = 0
@@ -55,6 +58,8 @@ class PseudoLabelConfig:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0 < self.cycle_tol <= 1:
             raise InputError(f"cycle_tol must be in (0, 1], got {self.cycle_tol!r}")
+        if not 0 <= self.margin < 0.5:
+            raise InputError(f"margin must be in [0, 0.5), got {self.margin!r}")
         if self.min_points > self.max_points:
             raise InputError(f"min_points ({self.min_points}) must not exceed max_points ({self.max_points})")
 
@@ -85,17 +90,26 @@ def category_pairs(photos: dict[str, list[Path]], per_category: int, seed: int) 
     return pairs
 
 
-def grid_points(size: Sequence[int], grid: int) -> torch.Tensor:
-    """Cell centres of a grid x grid partition of an (H, W) image: (grid * grid, 2) xy pixels."""
+def grid_points(size: Sequence[int], grid: int, margin: float = 0.0) -> torch.Tensor:
+    """Cell centres of a grid x grid partition of an (H, W) image without a `margin` (fraction of each side) on
+    every border: (grid * grid, 2) xy pixels."""
     h, w = size
-    ys = (torch.arange(grid) + 0.5) * h / grid - 0.5
-    xs = (torch.arange(grid) + 0.5) * w / grid - 0.5
-    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+    steps = (torch.arange(grid) + 0.5) / grid * (1 - 2 * margin) + margin
+    return torch.stack(torch.meshgrid(steps * w - 0.5, steps * h - 0.5, indexing="xy"), -1).reshape(-1, 2)
+
+
+def inside_margin(points: torch.Tensor, size: Sequence[int], margin: float) -> torch.Tensor:
+    """(N, 2) xy pixels -> (N,) bool: at least `margin` (fraction of the side) away from every border."""
+    low = torch.tensor([margin * size[1], margin * size[0]]) - 0.5
+    high = torch.tensor([(1 - margin) * size[1], (1 - margin) * size[0]]) - 0.5
+    return ((points >= low) & (points <= high)).all(dim=1)
 
 
 def consistent_matches(teacher: _Teacher, source: Any, target: Any, points: torch.Tensor, source_size: Sequence[int],
-                       config: PseudoLabelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The points of `source` whose teacher match in `target` maps back within the cycle tolerance.
+                       config: PseudoLabelConfig, target_size: Sequence[int] | None = None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The points of `source` whose teacher match in `target` maps back within the cycle tolerance, scores at
+    least `min_score` and (with `target_size`) lands at least `margin` inside the target.
 
     Returns (source points (K, 2), target points (K, 2), forward scores (K,)), best score first, K <= max_points.
     """
@@ -105,12 +119,14 @@ def consistent_matches(teacher: _Teacher, source: Any, target: Any, points: torc
     error = torch.full((len(points),), float("inf"))
     error[found] = (back.keypoints - points[found]).norm(dim=1).nan_to_num(float("inf"))
     keep = (error <= config.cycle_tol * max(source_size)) & (forward.scores >= config.min_score)
+    if target_size is not None:
+        keep &= inside_margin(forward.keypoints.nan_to_num(-1e9), target_size, config.margin)
     order = torch.argsort(forward.scores[keep], descending=True)[: config.max_points]
     return points[keep][order], forward.keypoints[keep][order], forward.scores[keep][order]
 
 
-def _joined(values: torch.Tensor) -> str:
-    return ";".join(f"{v:.1f}" for v in values.tolist())
+def _joined(values: torch.Tensor, digits: int = 1) -> str:
+    return ";".join(f"{v:.{digits}f}" for v in values.tolist())
 
 
 def pseudo_label(teacher: _Teacher, root: str | Path, out_csv: str | Path, config: PseudoLabelConfig | None = None,
@@ -124,15 +140,16 @@ def pseudo_label(teacher: _Teacher, root: str | Path, out_csv: str | Path, confi
     pairs = category_pairs(category_photos(root), config.pairs_per_category, config.seed)
     rows, points_kept = [], 0
     for src, tgt in tqdm(pairs, disable=not progress, desc="pseudo-label", unit="pair"):
-        with Image.open(src) as im:
-            size = (im.height, im.width)
-        a, b, scores = consistent_matches(teacher, src, tgt, grid_points(size, config.grid), size, config)
+        with Image.open(src) as a, Image.open(tgt) as b:
+            size, target_size = (a.height, a.width), (b.height, b.width)
+        points = grid_points(size, config.grid, config.margin)
+        a, b, scores = consistent_matches(teacher, src, tgt, points, size, config, target_size)
         if len(a) < config.min_points:
             continue
         points_kept += len(a)
         rows.append({"source_image": src.relative_to(root).as_posix(), "target_image": tgt.relative_to(root).as_posix(),
                      "XA": _joined(a[:, 0]), "YA": _joined(a[:, 1]), "XB": _joined(b[:, 0]), "YB": _joined(b[:, 1]),
-                     "score": _joined(scores)})
+                     "score": _joined(scores, 3)})
     out_csv = Path(out_csv).expanduser()
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as fh:
@@ -142,6 +159,39 @@ def pseudo_label(teacher: _Teacher, root: str | Path, out_csv: str | Path, confi
     return {"pairs_tried": len(pairs), "pairs_kept": len(rows), "points_kept": points_kept, **asdict(config)}
 
 
+def refilter(in_csv: str | Path, root: str | Path, out_csv: str | Path, config: PseudoLabelConfig) -> dict[str, Any]:
+    """Apply `min_score`, `margin`, `max_points` and `min_points` of `config` to a csv written by `pseudo_label`
+    (the cycle test needs the teacher and is not repeated); returns counts."""
+    from PIL import Image
+
+    root = Path(root).expanduser()
+    with open(in_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out, points_kept = [], 0
+    for row in rows:
+        a, b = (torch.tensor(np.stack([np.array(row[x].split(";"), float), np.array(row[y].split(";"), float)], 1))
+                for x, y in (("XA", "YA"), ("XB", "YB")))
+        scores = torch.tensor(np.array(row["score"].split(";"), float))
+        sizes = []
+        for name in ("source_image", "target_image"):
+            with Image.open(root / row[name]) as im:
+                sizes.append((im.height, im.width))
+        keep = (scores >= config.min_score) & inside_margin(a, sizes[0], config.margin)
+        keep &= inside_margin(b, sizes[1], config.margin)
+        order = torch.argsort(scores[keep], descending=True, stable=True)[: config.max_points]
+        a, b, scores = a[keep][order], b[keep][order], scores[keep][order]
+        if len(a) < config.min_points:
+            continue
+        points_kept += len(a)
+        out.append({**row, "XA": _joined(a[:, 0]), "YA": _joined(a[:, 1]), "XB": _joined(b[:, 0]),
+                    "YB": _joined(b[:, 1]), "score": _joined(scores, 3)})
+    with open(out_csv, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["source_image"])
+        writer.writeheader()
+        writer.writerows(out)
+    return {"pairs_in": len(rows), "pairs_kept": len(out), "points_kept": points_kept}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mmnet.train.pseudo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="default $MMNET_DATA or ../shared/data")
     p.add_argument("--teacher", default="scot_efficientnet_lite2", help="any name mmnet.create_matcher knows")
     p.add_argument("--out", required=True, help="csv to write")
+    p.add_argument("--refilter", metavar="CSV", help="instead of running the teacher, apply --min-score, --margin, "
+                   "--max-points and --min-points to this csv written earlier")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--device", default="cpu")
     for name, default in asdict(PseudoLabelConfig()).items():
@@ -166,8 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = PseudoLabelConfig(**{k: getattr(args, k) for k in asdict(PseudoLabelConfig())})
         root = Path(args.photos) if Path(args.photos).is_dir() else \
             (Path(args.data_root) if args.data_root else default_data_root()) / args.photos
-        teacher = mmnet.Matcher.from_pretrained(args.teacher, device=args.device)
-        stats = pseudo_label(teacher, root, args.out, config)
+        if args.refilter:
+            stats = refilter(args.refilter, root, args.out, config)
+        else:
+            stats = pseudo_label(mmnet.create_matcher(args.teacher, device=args.device), root, args.out, config)
     except MMNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
