@@ -282,3 +282,63 @@ def test_loss_levels_sum_the_coarsest_levels_only() -> None:
     losses = [float(mmnet_loss(model, src, tgt, kps, kps.flip(-1).clamp(max=60), valid, levels=n)) for n in range(5)]
     assert losses[0] == pytest.approx(losses[4], rel=1e-6)
     assert losses[1] < losses[2] < losses[3] < losses[4]
+
+
+def test_training_sees_the_pixels_inference_sees(tmp_path: Path) -> None:
+    """An RGBA source: training composites it on white like `load_image` (not alpha dropped, as before), and the
+    training tensor is exactly `prepare(load_image(path))`, the input a matcher builds."""
+    from mmnet.matching.images import PreprocessConfig, load_image, prepare
+
+    rng = np.random.default_rng(0)
+    rgba = np.concatenate([_smooth_image(rng, 50, 70), rng.integers(0, 256, (50, 70, 1), dtype=np.uint8)], -1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    Image.fromarray(_smooth_image(rng, 40, 30)).save(tmp_path / "b.png")
+    (tmp_path / "pairs.csv").write_text("source_image,target_image,XA,YA,XB,YB\na.png,b.png,5;60,7;40,3;20,4;30\n")
+    sample = SupervisedPairs(CsvPairs(tmp_path / "pairs.csv"), size=SIZE, max_kps=4, augment=Augment.none())[0]
+    config = PreprocessConfig(size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    expected = prepare(load_image(tmp_path / "a.png")[None], config)[0]
+    assert torch.equal(sample["src"], expected)
+    alpha_dropped = torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255
+    assert (sample["src"] - prepare(alpha_dropped[None], config)[0]).abs().max() > 0.5
+    # synthetic pairs read photos the same way (no flip, whole photo: the base image is load_image resized)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "photos" / "a.png")
+    syn = SyntheticPairs(tmp_path / "photos", size=SIZE, warp=WarpConfig(flip=0.0, crop=(1.0, 1.0)))
+    base = syn.base_image(0, np.random.default_rng(0))
+    assert torch.equal(base, F.interpolate(load_image(tmp_path / "a.png")[None], size=SIZE, mode="bilinear",
+                                           align_corners=False, antialias=True)[0])
+
+
+def test_csv_keypoints_are_in_the_exif_oriented_frame(tmp_path: Path) -> None:
+    """A photo stored sideways with EXIF orientation 6: csv keypoints are read in the frame a viewer (and
+    `load_image`, `mmnet match`) shows, so the annotated spot is where the keypoint lands after preprocessing."""
+    from mmnet.matching.images import load_image
+
+    shown = np.zeros((60, 40, 3), np.uint8)  # as displayed: 60 high, 40 wide, a white block around (30, 10)
+    shown[7:14, 27:34] = 255
+    stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)  # 40 high, 60 wide on disk
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "a.jpg", exif=exif, quality=95)
+    Image.fromarray(shown).save(tmp_path / "b.png")
+    assert load_image(tmp_path / "a.jpg").shape == (3, 60, 40)
+    (tmp_path / "pairs.csv").write_text("source_image,target_image,XA,YA,XB,YB\na.jpg,b.png,30;5,10;50,30;5,10;50\n")
+    data = CsvPairs(tmp_path / "pairs.csv")
+    assert data[0].src_size == (60, 40)  # oriented (H, W), not the stored (40, 60)
+    sample = SupervisedPairs(data, size=SIZE, max_kps=2, augment=Augment.none())[0]
+    for image, kps in ((sample["src"], sample["src_kps"]), (sample["tgt"], sample["tgt_kps"])):
+        values = _bilinear(image * 0.5 + 0.5, kps).mean(1)  # undo the (0.5, 0.5) normalisation
+        assert values[0] > 0.8 and values[1] < 0.2  # on the block, off the block
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"max_kps": 0}, "max_kps must be an integer >= 1, got 0"),
+                                                 ({"size": (0, 32)}, "size must be"),
+                                                 ({"size": (64,)}, r"size must be \(height, width\)")])
+def test_pair_sources_check_max_kps_and_size(tmp_path: Path, photo_dir: Path, kwargs: dict, message: str) -> None:
+    from mmnet.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        SupervisedPairs(CsvPairs(_write_csv(tmp_path)), **kwargs)
+    syn_kwargs = {"n_points" if k == "max_kps" else k: v for k, v in kwargs.items()}
+    with pytest.raises(InputError, match=message.replace("max_kps", "n_points")):
+        SyntheticPairs(photo_dir, **syn_kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -163,10 +164,38 @@ def load_image(image: ImageLike) -> torch.Tensor:
     return tensor
 
 
+def resize(images: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, *size): bilinear, aspect ignored, ``align_corners=False`` (the resize of `prepare`)."""
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> ``(images - mean) / std`` per channel (the normalisation of `prepare`)."""
+    return (images - torch.tensor(mean, device=images.device).view(1, 3, 1, 1)) / \
+        torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+
+
 def prepare(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
-    """RGB (B, 3, H, W) in [0, 1] -> normalised (B, 3, *config.size), bilinear, aspect ignored."""
-    mean = torch.tensor(config.mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=images.device).view(1, 3, 1, 1)
-    resized = F.interpolate(images, size=config.size, mode="bilinear", align_corners=False,
-                            antialias=config.antialias)
-    return (resized - mean) / std
+    """RGB (B, 3, H, W) in [0, 1] -> normalised (B, 3, *config.size), bilinear, aspect ignored.
+
+    The one preprocessing path: inference (every matcher) and training (`mmnet.train` pair sources) both resize
+    and normalise here, after `load_image`."""
+    return normalise(resize(images, config.size, config.antialias), config.mean, config.std)
+
+
+#: EXIF orientations (tag 0x0112) that turn the stored image by 90 degrees (width and height swap).
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file as `load_image` returns it (EXIF orientation applied), read from the header only."""
+    path = Path(path).expanduser()
+    try:
+        with Image.open(path) as opened:
+            h, w = opened.height, opened.width
+            orientation = opened.getexif().get(0x0112)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {path} is too large to open safely: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from exc
+    return (w, h) if orientation in _TRANSPOSING_ORIENTATIONS else (h, w)

@@ -5,6 +5,12 @@ Every pair source yields a dict of
 (pixel centres at integers), and ``valid`` (K,) bool. Valid keypoints come first; padding rows hold 0.0 and
 ``valid=False`` (never -1 or NaN, so the loss can multiply them away). Augmentation is a pure function of
 ``(seed, epoch, index)``: a resumed run sees exactly the same pairs as an uninterrupted one.
+
+Images go through the inference path (`mmnet.matching.images`): `load_image` (any mode; RGBA and transparent
+palettes composited on white, 16-bit scaled) and `prepare`'s resize + normalisation, so training sees the
+pixels a matcher sees. Keypoints are in the frame of the image as its reader returns it: a benchmark dataset's
+`load` (stored pixels, as `mmnet.eval` reads them) or, for `CsvPairs`, `load_image` of the file (EXIF
+orientation applied: the frame an image viewer shows and `mmnet match` reads and prints).
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
+from mmnet.checks import check_int
 from mmnet.errors import DatasetError, InputError
 from mmnet.matching.geometry import rescale_points
+from mmnet.matching.images import PreprocessConfig, image_size, load_image, prepare
 
 Sample = dict[str, torch.Tensor]
 
@@ -61,17 +67,14 @@ def sample_rng(seed: int, epoch: int, index: int, salt: int = 0) -> np.random.Ge
     return np.random.default_rng([seed, epoch, index, salt])
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB -> float (3, H, W) in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+def check_max_kps(name: str, value: object) -> int:
+    """Keypoint rows per sample: an integer >= 1 (InputError naming the argument otherwise)."""
+    return check_int(name, value, min=1)
 
 
-def resize_normalise(image: torch.Tensor, size: Sequence[int], mean: Sequence[float],
-                     std: Sequence[float]) -> torch.Tensor:
-    """(3, h, w) in [0, 1] -> (3, *size) normalised; bilinear with antialias, aspect ignored (as `mmnet.prepare`)."""
-    resized = F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
-    return (resized - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+def preprocess_config(size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> PreprocessConfig:
+    """The `PreprocessConfig` of a pair source: `size` (H, W) checked at construction (InputError naming it)."""
+    return PreprocessConfig(size=size, mean=tuple(mean), std=tuple(std))  # type: ignore[arg-type]
 
 
 def colour_jitter(image: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
@@ -130,6 +133,10 @@ class CsvPairs:
     pixel coordinates in the original images, same count in all four; empty or 'nan' entries mark a keypoint
     missing in one image) and optionally ``flip`` (0/1: use the pair mirrored). Image paths are relative to
     `image_root` (default: the csv's folder). Mirroring keeps the keypoint order unless `flip_perm` is given.
+
+    Coordinates are in the frame `mmnet.matching.images.load_image` returns: EXIF orientation applied, as an
+    image viewer shows the photo and as ``mmnet match`` reads and prints keypoints (and as
+    ``python -m mmnet.train.pseudo`` writes them). `load` returns that image as a float (3, H, W) tensor.
     """
 
     name = "custom csv"
@@ -160,10 +167,8 @@ class CsvPairs:
                 src_kps, tgt_kps = np.stack([xa, ya], 1), np.stack([xb, yb], 1)
                 valid = np.isfinite(src_kps).all(1) & np.isfinite(tgt_kps).all(1)
                 flip = row.get("flip", "0").strip() in {"1", "true", "True"}
-                with Image.open(src) as a, Image.open(tgt) as b:
-                    sizes = (a.height, a.width), (b.height, b.width)
                 self._records.append(PairRecord(src, tgt, src_kps, tgt_kps, valid, flip=flip,
-                                                src_size=sizes[0], tgt_size=sizes[1]))
+                                                src_size=image_size(src), tgt_size=image_size(tgt)))
 
     @staticmethod
     def _floats(text: str) -> np.ndarray:
@@ -179,11 +184,13 @@ class CsvPairs:
     def mirror(self, rec: Any) -> Any:
         return rec.mirrored(self.flip_perm)
 
-    def load(self, index: int) -> tuple[Image.Image, Image.Image, Any]:
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Source and target as `load_image` reads them (RGB (3, H, W) in [0, 1]) and the record in their frame
+        (mirrored when the row says `flip`)."""
         rec = self._records[index]
-        src, tgt = Image.open(rec.src_path).convert("RGB"), Image.open(rec.tgt_path).convert("RGB")
+        src, tgt = load_image(rec.src_path), load_image(rec.tgt_path)
         if rec.flip:
-            src, tgt = (im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in (src, tgt))
+            src, tgt = src.flip(-1), tgt.flip(-1)
             rec = self.mirror(rec)
         return src, tgt, rec
 
@@ -191,19 +198,22 @@ class CsvPairs:
 class SupervisedPairs:
     """Any `mmnet.data` dataset (or `CsvPairs`) as fixed-size training tensors.
 
-    Each pair is loaded with the dataset's own `load` (which applies a record's `flip`), optionally mirrored
-    again at random with the dataset's `mirror` (so CUB swaps left and right parts), cropped around its
-    keypoints and colour-jittered, resized to `size` (aspect ignored) with its keypoints scaled, and padded
-    to `max_kps` keypoints.
+    Each pair is loaded with the dataset's own `load` (which applies a record's `flip`) and converted by
+    `load_image` (the inference reader), optionally mirrored again at random with the dataset's `mirror` (so
+    CUB swaps left and right parts), cropped around its keypoints and colour-jittered, resized and normalised by
+    `prepare` (`size`, aspect ignored) with its keypoints scaled, and padded to `max_kps` keypoints.
     """
 
     def __init__(self, dataset: Any, size: Sequence[int] = (224, 320), mean: Sequence[float] = (0.5, 0.5, 0.5),
                  std: Sequence[float] = (0.5, 0.5, 0.5), max_kps: int = 20, augment: Augment | None = None,
                  seed: int = 0) -> None:
+        self.preprocess = preprocess_config(size, mean, std)
+        self.max_kps = check_max_kps("max_kps", max_kps)
         if len(dataset) == 0:
             raise InputError("the training dataset is empty")
-        self.dataset, self.size, self.mean, self.std = dataset, tuple(size), tuple(mean), tuple(std)
-        self.max_kps, self.augment, self.seed, self.epoch = max_kps, augment or Augment(), seed, 0
+        self.dataset, self.size = dataset, self.preprocess.size
+        self.mean, self.std = self.preprocess.mean, self.preprocess.std
+        self.augment, self.seed, self.epoch = augment or Augment(), seed, 0
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -214,23 +224,23 @@ class SupervisedPairs:
     def __getitem__(self, index: int) -> Sample:
         rng = sample_rng(self.seed, self.epoch, index, salt=1)
         src_im, tgt_im, rec = self.dataset.load(index)
+        src, tgt = load_image(src_im), load_image(tgt_im)
         aug = self.augment
         if rng.random() < aug.flip:
-            src_im, tgt_im = (im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in (src_im, tgt_im))
+            src, tgt = src.flip(-1), tgt.flip(-1)
             rec = self.dataset.mirror(rec)
         images, points = [], []
-        for im, kps in ((src_im, rec.src_kps), (tgt_im, rec.tgt_kps)):
+        for tensor, kps in ((src, rec.src_kps), (tgt, rec.tgt_kps)):
             kps = kps.astype(np.float32)
             valid_kps = np.where(rec.valid[:, None], kps, np.nan)
             if rng.random() < aug.crop:
-                x0, y0, x1, y1 = _crop_box((im.height, im.width), valid_kps, rng, aug.crop_scale)
-                im = im.crop((x0, y0, x1, y1))
+                x0, y0, x1, y1 = _crop_box(tuple(tensor.shape[-2:]), valid_kps, rng, aug.crop_scale)
+                tensor = tensor[:, y0:y1, x0:x1]
                 kps = kps - np.array([x0, y0], np.float32)
-            tensor = to_tensor(im)
             if rng.random() < aug.jitter:
                 tensor = colour_jitter(tensor, rng, aug.jitter_strength)
             scaled = rescale_points(torch.from_numpy(np.nan_to_num(kps)), tensor.shape[-2:], self.size).numpy()
-            images.append(resize_normalise(tensor, self.size, self.mean, self.std))
+            images.append(prepare(tensor[None], self.preprocess)[0])
             points.append(np.where(np.isfinite(kps), scaled, np.nan))
         src_kps, tgt_kps, valid = pad_keypoints(points[0], points[1], rec.valid.astype(bool), self.max_kps)
         return {"src": images[0], "tgt": images[1], "src_kps": src_kps, "tgt_kps": tgt_kps, "valid": valid}

@@ -132,16 +132,16 @@ def _joined(values: torch.Tensor, digits: int = 1) -> str:
 def pseudo_label(teacher: _Teacher, root: str | Path, out_csv: str | Path, config: PseudoLabelConfig | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Write the pseudo-labelled pairs of the category folders under `root` to `out_csv` (paths relative to
-    `root`); returns counts (pairs tried / kept, points kept)."""
-    from PIL import Image
+    `root`); returns counts (pairs tried / kept, points kept). Coordinates are in the EXIF-oriented frame the
+    teacher reads (`load_image`), the frame `CsvPairs` expects."""
+    from mmnet.matching.images import image_size
 
     config = config or PseudoLabelConfig()
     root = Path(root).expanduser()
     pairs = category_pairs(category_photos(root), config.pairs_per_category, config.seed)
     rows, points_kept = [], 0
     for src, tgt in tqdm(pairs, disable=not progress, desc="pseudo-label", unit="pair"):
-        with Image.open(src) as a, Image.open(tgt) as b:
-            size, target_size = (a.height, a.width), (b.height, b.width)
+        size, target_size = image_size(src), image_size(tgt)
         points = grid_points(size, config.grid, config.margin)
         a, b, scores = consistent_matches(teacher, src, tgt, points, size, config, target_size)
         if len(a) < config.min_points:
@@ -162,7 +162,7 @@ def pseudo_label(teacher: _Teacher, root: str | Path, out_csv: str | Path, confi
 def refilter(in_csv: str | Path, root: str | Path, out_csv: str | Path, config: PseudoLabelConfig) -> dict[str, Any]:
     """Apply `min_score`, `margin`, `max_points` and `min_points` of `config` to a csv written by `pseudo_label`
     (the cycle test needs the teacher and is not repeated); returns counts."""
-    from PIL import Image
+    from mmnet.matching.images import image_size
 
     root = Path(root).expanduser()
     with open(in_csv, newline="") as fh:
@@ -172,10 +172,7 @@ def refilter(in_csv: str | Path, root: str | Path, out_csv: str | Path, config: 
         a, b = (torch.tensor(np.stack([np.array(row[x].split(";"), float), np.array(row[y].split(";"), float)], 1))
                 for x, y in (("XA", "YA"), ("XB", "YB")))
         scores = torch.tensor(np.array(row["score"].split(";"), float))
-        sizes = []
-        for name in ("source_image", "target_image"):
-            with Image.open(root / row[name]) as im:
-                sizes.append((im.height, im.width))
+        sizes = [image_size(root / row[name]) for name in ("source_image", "target_image")]
         keep = (scores >= config.min_score) & inside_margin(a, sizes[0], config.margin)
         keep &= inside_margin(b, sizes[1], config.margin)
         order = torch.argsort(scores[keep], descending=True, stable=True)[: config.max_points]

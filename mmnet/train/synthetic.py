@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 
+from mmnet.checks import check_int
 from mmnet.errors import InputError
-from mmnet.train.pairs import Sample, colour_jitter, pad_keypoints, sample_rng, to_tensor
+from mmnet.matching.images import load_image, normalise, resize
+from mmnet.train.pairs import Sample, check_max_kps, colour_jitter, pad_keypoints, preprocess_config, sample_rng
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -151,16 +152,20 @@ class SyntheticPairs:
     """Pairs (photo, randomly warped photo) with the warp's matches as keypoints.
 
     `n_points` target points are drawn uniformly; those whose preimage falls inside the source (at least
-    `min_points`, else the warp is redrawn) become keypoints, padded to `n_points` rows.
+    `min_points`, else the warp is redrawn) become keypoints, padded to `n_points` rows. Photos are read by
+    `load_image` (EXIF orientation applied, RGBA on white: as a matcher reads them) and resized and normalised
+    with `prepare`'s steps (`resize`, then `normalise` after the warp and the colour jitter).
     """
 
     def __init__(self, folders: Sequence[str | Path] | str | Path, size: Sequence[int] = (224, 320),
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
                  n_points: int = 20, min_points: int = 4, warp: WarpConfig | None = None, seed: int = 0) -> None:
+        self.preprocess = preprocess_config(size, mean, std)
+        self.n_points = check_max_kps("n_points", n_points)
+        self.min_points = check_int("min_points", min_points, min=0)
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         self.files = list_images(folders)
-        self.size, self.mean, self.std = (int(size[0]), int(size[1])), tuple(mean), tuple(std)
-        self.n_points, self.min_points = n_points, min_points
+        self.size, self.mean, self.std = self.preprocess.size, self.preprocess.mean, self.preprocess.std
         self.warp, self.seed, self.epoch = warp or WarpConfig(), seed, 0
 
     def __len__(self) -> int:
@@ -171,16 +176,14 @@ class SyntheticPairs:
 
     def base_image(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         """The photo, mirrored and cropped at random, resized to `size`, (3, H, W) in [0, 1]."""
-        with Image.open(self.files[index]) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
+        image = load_image(self.files[index])
         if rng.random() < self.warp.flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            image = image.flip(-1)
+        height, width = image.shape[-2:]
         area = rng.uniform(*self.warp.crop)
-        cw, ch = int(image.width * math.sqrt(area)), int(image.height * math.sqrt(area))
-        x0, y0 = int(rng.integers(0, image.width - cw + 1)), int(rng.integers(0, image.height - ch + 1))
-        tensor = to_tensor(image.crop((x0, y0, x0 + cw, y0 + ch)))
-        return F.interpolate(tensor[None], size=self.size, mode="bilinear", align_corners=False,
-                             antialias=True)[0]
+        cw, ch = int(width * math.sqrt(area)), int(height * math.sqrt(area))
+        x0, y0 = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
+        return resize(image[None, :, y0:y0 + ch, x0:x0 + cw], self.size, self.preprocess.antialias)[0]
 
     def sample_pair(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor,
                                                                          torch.Tensor, torch.Tensor, RandomWarp]:
@@ -202,12 +205,11 @@ class SyntheticPairs:
         src, tgt, src_pts, tgt_pts, _ = self.sample_pair(index, rng)
         if rng.random() < self.warp.swap:
             src, tgt, src_pts, tgt_pts = tgt, src, tgt_pts, src_pts
-        mean, std = torch.tensor(self.mean).view(3, 1, 1), torch.tensor(self.std).view(3, 1, 1)
         out = []
         for image in (src, tgt):
             if rng.random() < self.warp.jitter:
                 image = colour_jitter(image, rng, self.warp.jitter_strength)
-            out.append((image - mean) / std)
+            out.append(normalise(image[None], self.mean, self.std)[0])
         valid = np.ones(len(src_pts), bool)
         s, t, v = pad_keypoints(src_pts.numpy(), tgt_pts.numpy(), valid, self.n_points)
         return {"src": out[0], "tgt": out[1], "src_kps": s, "tgt_kps": t, "valid": v}
