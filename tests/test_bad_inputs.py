@@ -576,7 +576,7 @@ ROWS: list[Bad] = [
         r"unknown keyword argument\(s\) of Matcher 'levle'; allowed: convention, level, method, window"),
     Bad("matcher-amp-string", lambda t: matcher(amp="yes"), InputError, r"amp must be True or False, got 'yes'"),
     Bad("matcher-unknown-preset", lambda t: matcher(preset="fast"), InputError,
-        r"unknown preset 'fast': preset must be one of 'default', 'official'"),
+        r"unknown preset 'fast': preset must be None \(the checkpoint's readout\) or one of 'finest', 'official'"),
     Bad("matcher-not-a-model", lambda t: mmnet.Matcher("mmnet_resnet18"), InputError,
         r"model must be an MMNet .*got 'mmnet_resnet18'"),
     Bad("readout-config-method", lambda t: mmnet.ReadoutConfig(method="max"), InputError,

@@ -341,7 +341,7 @@ def small() -> CatsMatcher:
     return CatsMatcher(create_cats("cats_resnet18", hyperpixels=(0, 3, 5, 6)), device="cpu", input_size=(96, 128))
 
 
-@pytest.mark.parametrize("preset", ["default", "official"])
+@pytest.mark.parametrize("preset", ["exact", "official"])
 def test_matcher_api(small: CatsMatcher, preset: str) -> None:
     matcher = CatsMatcher(small.model, device="cpu", preset=preset, input_size=(96, 128))
     src, tgt = torch.rand(3, 90, 120), torch.rand(3, 70, 100)
@@ -369,6 +369,13 @@ def test_any_backbone_by_one_config_entry_and_errors() -> None:
         CatsConfig(num_heads=7)
     with pytest.raises(InputError, match="preset"):
         CatsMatcher(model, preset="paper")
+    assert CatsMatcher(model, device="cpu").preset == "exact"  # no readout recorded: the exact one
+    model.readout = {"preset": "default"}  # an old config.json: read silently under the new name
+    assert CatsMatcher(model, device="cpu").preset == "exact"
+    model.readout = {"preset": "official"}
+    assert CatsMatcher(model, device="cpu").preset == "official"
+    with pytest.warns(DeprecationWarning, match="it means preset='exact'"):
+        assert CatsMatcher(model, device="cpu", preset="default").preset == "exact"
 
 
 def test_registry_and_official_tags() -> None:

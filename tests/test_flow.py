@@ -66,3 +66,32 @@ def test_scot_dense_flow_is_exact_on_resizes(src, tgt):
     pixels = pixel_grid(src)
     expected = (_truth(pixels, src, tgt, (0.0, 0.0)) - pixels).permute(2, 0, 1)
     torch.testing.assert_close(result.flow, expected, atol=1e-3, rtol=0)
+
+
+# -- presets: names that say what they are ----------------------------------------------------------------------
+
+
+def test_mmnet_presets_none_is_the_checkpoints_readout_and_default_is_deprecated():
+    import warnings
+
+    import mmnet
+    from mmnet.matching.readouts import PRESETS
+
+    model = mmnet.create_model("mmnet_resnet18")
+    model.readout = {"level": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mmnet.Matcher(model, device="cpu").readout.level == 2  # None: the checkpoint's
+        assert mmnet.Matcher(model, device="cpu", preset="finest").readout == PRESETS["finest"]
+        assert mmnet.Matcher(model, device="cpu", preset="finest").readout.level == -1
+        assert mmnet.Matcher(model, device="cpu", preset="official").readout == PRESETS["official"]
+    with pytest.warns(DeprecationWarning, match=r"preset='default' is deprecated .* it means preset='finest'"):
+        old = mmnet.Matcher(model, device="cpu", preset="default")
+    assert old.readout == PRESETS["finest"]
+
+
+def test_scot_default_preset_is_deprecated():
+    import mmnet
+
+    with pytest.warns(DeprecationWarning, match="SCOT has one readout"):
+        mmnet.create_matcher("scot_resnet18", pretrained=False, preset="default", device="cpu")

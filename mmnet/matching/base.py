@@ -58,7 +58,7 @@ def as_points(kpts: Any) -> torch.Tensor:
     return points
 
 
-def _interpolate_extrapolate(values: torch.Tensor, grid_xy: torch.Tensor) -> torch.Tensor:
+def bilinear_extrapolate(values: torch.Tensor, grid_xy: torch.Tensor) -> torch.Tensor:
     """Bilinear interpolation of `values` (C, h, w) at grid positions `grid_xy` (H, W, 2), continued linearly
     beyond the outermost cell centres (from the two outermost cells of each axis) -> (C, H, W).
 
@@ -108,7 +108,7 @@ def cells_to_flow(cell_map: torch.Tensor, grid_xy: torch.Tensor) -> FlowResult:
     xs = _cell_positions(grid_xy[0, :, 0], w)
     ys = _cell_positions(grid_xy[:, 0, 1], h)
     displacement = cell_map[:2].float() - torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)])
-    flow = _interpolate_extrapolate(displacement, grid_xy)
+    flow = bilinear_extrapolate(displacement, grid_xy)
     norm = torch.stack([grid_xy[..., 0] / max(w - 1, 1), grid_xy[..., 1] / max(h - 1, 1)], -1) * 2 - 1
     scores = F.grid_sample(cell_map[None, 2:].float(), norm[None].float(), mode="bilinear", padding_mode="border",
                            align_corners=True)[0, 0]

@@ -7,9 +7,9 @@ source image; ``match(a, b, pts)`` here transfers points of a into b, whatever a
 
 Readouts (``preset``):
 
-- ``"default"``: the point's exact position on the 16 x 16 grid (pixel-centre convention, docs/conventions.md),
-  the per-cell expected target position interpolated bilinearly there, mapped to the target's original pixels
-  with the same convention. No truncation.
+- ``"exact"`` (formerly ``"default"``): the point's exact position on the 16 x 16 grid (pixel-centre convention,
+  docs/conventions.md), the per-cell expected target position interpolated bilinearly there, mapped to the
+  target's original pixels with the same convention. No truncation.
 - ``"official"``: the official test: points mapped into the 256 x 256 frame by ``x * 256 / W`` and truncated to
   integers (clamped to [0, 255]), the 16 x 16 flow up-sampled to 256 x 256 (bilinear, ``align_corners=False``)
   and multiplied by 16, ``prediction = point + flow[point]``, then mapped to the target's pixels by
@@ -46,12 +46,14 @@ from ..zoo.hub import (
     sha256_of,
     source_of,
 )
-from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
+from .base import BaseMatcher, FlowResult, MatchResult, bilinear_extrapolate, cells_to_flow
 from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
-from .readouts import window_mass
+from .readouts import check_preset, window_mass
 
-PRESETS = ("default", "official")
+PRESETS = ("exact", "official")
+#: Old names (accepted for one release with a DeprecationWarning; silently in a checkpoint's config.json).
+RENAMED = {"default": "exact"}
 PREFIX = "cats_"
 
 
@@ -135,7 +137,8 @@ class CatsMatcher(BaseMatcher):
     Args:
         model: a `CATs` (e.g. `mmnet.create_model("cats_resnet101")` or `load_cats`).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        preset: ``"default"`` or ``"official"`` readout (see the module docstring); default: the checkpoint's.
+        preset: None (default): the checkpoint's readout (``"official"`` for converted checkpoints, else
+            ``"exact"``); ``"exact"`` or ``"official"`` (see the module docstring).
         input_size: (H, W) the images are resized to (default: the checkpoint's, 256 x 256). The grid stays
             feature_size x feature_size whatever the input size.
         amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the scores 50 times).
@@ -143,9 +146,8 @@ class CatsMatcher(BaseMatcher):
 
     def __init__(self, model: CATs, *, device: str | torch.device | None = None, preset: str | None = None,
                  input_size: tuple[int, int] | None = None, amp: bool = False) -> None:
-        preset = preset or model.readout.get("preset", "default")
-        if preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
+        preset = check_preset(preset, PRESETS, RENAMED) or check_preset(
+            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False)
         super().__init__(device, amp)
         self.preset = preset
         self.model = model.eval().to(self.device)
@@ -198,8 +200,10 @@ class CatsMatcher(BaseMatcher):
             cell = pixels_to_grid(torch.stack([px, py], -1).float(), size, grid, "center")
             return grid_to_pixels(predicted, tgt_size, size, "corner"), self._sample(mass[None], cell)[0]
         cell = pixels_to_grid(points, src_size, grid, "center")
-        sampled = self._sample(torch.cat([positions, mass[None]]), cell)
-        return grid_to_pixels(sampled[:2].T, tgt_size, grid, "center"), sampled[2].clamp(0, 1)
+        # the displacement, extrapolated beyond the outermost cell centres exactly as `cells_to_flow` does
+        shift = positions - pixel_grid(grid, positions.device).permute(2, 0, 1)
+        target = cell + bilinear_extrapolate(shift, cell[:, None])[:, :, 0].T
+        return grid_to_pixels(target, tgt_size, grid, "center"), self._sample(mass[None], cell)[0].clamp(0, 1)
 
     @staticmethod
     def _sample(maps: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,10 @@
 LPMFlow outputs a dense source -> target flow on a 128 x 128 source grid (ViT-B/16; 8g x 8g in general), in
 cells of that grid. Readouts (``preset``):
 
-- ``"default"``: images resized straight to the ViT's input (256 x 256, antialiased bilinear, aspect ignored);
-  each point's exact position on the flow grid (pixel-centre convention, docs/conventions.md), the flow
-  interpolated bilinearly there, the target position mapped back to the target's original pixels with the same
-  convention. No truncation.
+- ``"exact"`` (formerly ``"default"``): images resized straight to the ViT's input (256 x 256, antialiased
+  bilinear, aspect ignored); each point's exact position on the flow grid (pixel-centre convention,
+  docs/conventions.md), the flow interpolated bilinearly there, the target position mapped back to the target's
+  original pixels with the same convention. No truncation.
 - ``"official"``: the official test: images resized to 512 x 512 (antialiased bilinear, like its PIL resize; the
   model then halves them without antialias), points mapped into the 512 frame by ``x * 512 / W`` and truncated
   to integers (clamped to [0, 511]), the flow up-sampled to 512 x 512 (bilinear, ``align_corners=False``) and
@@ -36,12 +36,14 @@ from ..models.lpmflow import LPMFlow, LpmflowConfig
 from ..version import __version__
 from ..zoo._registry import get_pretrained_cfg, is_registered
 from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, read_config, resolve_files, sha256_of, source_of
-from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
+from .base import BaseMatcher, FlowResult, MatchResult, bilinear_extrapolate, cells_to_flow
 from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
-from .readouts import window_mass
+from .readouts import check_preset, window_mass
 
-PRESETS = ("default", "official")
+PRESETS = ("exact", "official")
+#: Old names (accepted for one release with a DeprecationWarning; silently in a checkpoint's config.json).
+RENAMED = {"default": "exact"}
 PREFIX = "lpmflow_"
 OFFICIAL_INPUT_SIZE = (512, 512)
 
@@ -80,8 +82,7 @@ def save_lpmflow(model: LPMFlow, directory: str | Path, *, dtype: torch.dtype = 
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise InputError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype!r}")
     readout = dict(model.readout if readout is None else readout)
-    if readout.get("preset", "default") not in PRESETS:
-        raise InputError(f"readout preset {readout.get('preset')!r} is not one of {list(PRESETS)}")
+    check_preset(readout.get("preset", "exact"), PRESETS, RENAMED, warn=False)
     reserved = {"architecture", "model", "preprocess", "readout", "mmnet_version"} & set(extra or {})
     if reserved:
         raise InputError(f"extra must not override {', '.join(sorted(reserved))}")
@@ -141,7 +142,8 @@ class LpmflowMatcher(BaseMatcher):
     Args:
         model: an `LPMFlow` (e.g. ``mmnet.create_model("lpmflow_vit_base_patch16")`` or `load_lpmflow`).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        preset: ``"default"`` or ``"official"`` (see the module docstring); default: the checkpoint's.
+        preset: None (default): the checkpoint's readout (``"official"`` for converted checkpoints, else
+            ``"exact"``); ``"exact"`` or ``"official"`` (see the module docstring).
         input_size: (H, W) the images are resized to before the model (default: 256 x 256, or 512 x 512 with the
             official preset); the ViT always sees its own size.
         amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the matching maps 50 times).
@@ -149,9 +151,8 @@ class LpmflowMatcher(BaseMatcher):
 
     def __init__(self, model: LPMFlow, *, device: str | torch.device | None = None, preset: str | None = None,
                  input_size: tuple[int, int] | None = None, amp: bool = False) -> None:
-        preset = preset or model.readout.get("preset", "default")
-        if preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
+        preset = check_preset(preset, PRESETS, RENAMED) or check_preset(
+            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False)
         super().__init__(device, amp)
         self.preset = preset
         self.model = model.eval().to(self.device)
@@ -208,8 +209,9 @@ class LpmflowMatcher(BaseMatcher):
             cell = pixels_to_grid(torch.stack([px, py], -1).float(), size, grid, "center")
             return grid_to_pixels(predicted, tgt_size, size, "corner"), self._sample(mass[None], cell)[0]
         cell = pixels_to_grid(points, src_size, grid, "center")
-        sampled = self._sample(torch.cat([flow, mass[None]]), cell)
-        return grid_to_pixels(cell + sampled[:2].T, tgt_size, grid, "center"), sampled[2].clamp(0, 1)
+        # the flow, extrapolated beyond the outermost cell centres exactly as `cells_to_flow` does
+        target = cell + bilinear_extrapolate(flow, cell[:, None])[:, :, 0].T
+        return grid_to_pixels(target, tgt_size, grid, "center"), self._sample(mass[None], cell)[0].clamp(0, 1)
 
     @staticmethod
     def _sample(maps: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ..zoo._factory import from_pretrained
 from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
 from .geometry import Convention, bilinear_cells, blend_rows, grid_to_pixels, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
-from .readouts import OFFICIAL_INPUT_SIZE, PRESETS, ReadoutConfig, read_scores
+from .readouts import OFFICIAL_INPUT_SIZE, PRESETS, ReadoutConfig, check_preset, read_scores
 
 #: The smallest input side: one cell at the coarsest (stride 32) level.
 MIN_INPUT_SIDE = 32
@@ -47,7 +47,10 @@ class Matcher(BaseMatcher):
     Args:
         model: an `MMNet` (e.g. from `mmnet.create_model` or `mmnet.from_pretrained`).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        preset: ``"default"`` or ``"official"`` readout; keyword `readout` fields override it.
+        preset: None (default): the checkpoint's own readout (its config.json); ``"finest"``: the finest level,
+            soft-argmax, cell centres; ``"official"``: the official test's readout and input (level 2, argmax,
+            cell corners, 224 x 320 without antialias). ``"default"`` is a deprecated name of ``"finest"``.
+            Keyword `readout` fields (``level``, ``method``, ``window``, ``convention``) override it.
         input_size: (H, W) the images are resized to (default: the checkpoint's).
         amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA, except with the
             official readout, which runs in float32 like the official test.
@@ -60,8 +63,7 @@ class Matcher(BaseMatcher):
         if not isinstance(model, MMNet):
             raise InputError(f"model must be an MMNet (mmnet.create_model or mmnet.from_pretrained), got "
                              f"{describe(model)}")
-        if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
-            raise InputError(f"unknown preset {preset!r}: preset must be one of {', '.join(map(repr, PRESETS))}")
+        preset = check_preset(preset, PRESETS)
         check_keys("keyword argument(s) of Matcher", readout, [f.name for f in fields(ReadoutConfig)])
         if amp is not None:
             check_bool("amp", amp)

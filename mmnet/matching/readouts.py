@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -48,10 +50,38 @@ class ReadoutConfig:
         return cls(**data)
 
 
+#: MMNet's named readouts. Leaving the preset out (``preset=None``) uses the checkpoint's own readout (its
+#: config.json), which is what a released checkpoint was validated with.
 PRESETS: dict[str, ReadoutConfig] = {
-    "default": ReadoutConfig(),
+    "finest": ReadoutConfig(),  # the finest level, soft-argmax, cell centres
     "official": ReadoutConfig(**OFFICIAL_READOUT),
 }
+#: Old preset names, accepted for one release with a `DeprecationWarning`: ``"default"`` was never the default
+#: (that is the checkpoint's readout); it meant the finest level for MMNet, the exact-position readout for
+#: CATs and LPMFlow.
+RENAMED_PRESETS = {"default": "finest"}
+
+
+def check_preset(preset: Any, choices: Collection[str], renamed: Mapping[str, str] | None = None,
+                 warn: bool = True) -> str | None:
+    """A matcher's `preset` argument -> a name in `choices`, or None for the checkpoint's own readout.
+
+    A name in `renamed` (old -> new) gives the new one, with a `DeprecationWarning` when `warn`; anything else
+    raises `InputError` listing the choices.
+    """
+    if preset is None:
+        return None
+    renamed = RENAMED_PRESETS if renamed is None else renamed
+    if isinstance(preset, str) and preset in renamed:
+        if warn:
+            warnings.warn(f"preset={preset!r} is deprecated and will be removed in the next release: it means "
+                          f"preset={renamed[preset]!r}; leave the preset out (None) for the checkpoint's own "
+                          "readout", DeprecationWarning, stacklevel=3)
+        return renamed[preset]
+    if not isinstance(preset, str) or preset not in choices:
+        raise InputError(f"unknown preset {preset!r}: preset must be None (the checkpoint's readout) or one of "
+                         f"{', '.join(map(repr, choices))}")
+    return preset
 
 
 def read_scores(scores: torch.Tensor, readout: ReadoutConfig) -> tuple[torch.Tensor, torch.Tensor]:

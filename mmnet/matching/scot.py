@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -68,12 +69,16 @@ class ScotMatcher(BaseMatcher):
         """The registry's matcher factory: ``"scot_<backbone>"`` -> a ScotMatcher (ImageNet weights when
         `pretrained`); kwargs go to `ScotMatcher`.
 
-        SCOT has no checkpoint of its own: `preset` must be None or ``"default"``. `revision`, `cache_dir` and
+        SCOT has no checkpoint and one readout: `preset` must be None (``"default"`` is accepted for one more
+        release, with a DeprecationWarning). `revision`, `cache_dir` and
         `local_files_only` apply to the backbone's ImageNet weights from the Hugging Face hub exactly as in
         `Matcher.from_pretrained` (an offline miss fails at once); packaged weights need no network.
         """
-        if preset not in (None, "default"):
-            raise InputError(f"SCOT has no preset {preset!r}")
+        if preset == "default":
+            warnings.warn("preset='default' is deprecated and will be removed in the next release: SCOT has one "
+                          "readout; leave the preset out", DeprecationWarning, stacklevel=2)
+        elif preset is not None:
+            raise InputError(f"SCOT has no preset {preset!r}: it has one readout; leave the preset out")
         return cls(str(name).removeprefix("scot_"), pretrained=pretrained, revision=revision, cache_dir=cache_dir,
                    local_files_only=local_files_only, **kwargs)
 

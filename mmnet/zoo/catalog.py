@@ -107,7 +107,7 @@ def _register_cats(folder_name: str, backbone: str, reported: dict[str, float]) 
               "args.pkl) from the Google Drive link in the README of github.com/SunghwanHong/Cost-Aggregation-"
               f"transformers, then run `mmnet convert-official --family cats {folder_name} --out {folder}` (set "
               "MMNET_HOME before importing mmnet to change the folder); the converted config keeps the official "
-              "readout (256x256 input, truncated points; preset='default' for mmnet's)"))
+              "readout (256x256 input, truncated points; preset='exact' for mmnet's)"))
 
 
 _register_cats("spair", "fine-tuned", {"spair_pck@0.10": 49.9})

@@ -273,6 +273,6 @@ def convert_cats(folder: str | Path, out: str | Path | None = None, *, dtype: to
         if result.out is not None:
             log(f"wrote    {result.out / 'model.safetensors'} and config.json\n"
                 f"use      mmnet.create_matcher({str(result.out)!r})  "
-                "# official readout (256x256, truncated points); preset='default' for mmnet's")
+                "# official readout (256x256, truncated points); preset='exact' for mmnet's")
     return result
 

@@ -386,7 +386,7 @@ def convert_lpmflow(source: str | Path, out: str | Path | None = None, *, dtype:
         if result.out is not None:
             log(f"wrote    {result.out / 'model.safetensors'} and config.json\n"
                 f"use      mmnet.create_matcher({str(result.out)!r})  # official readout; "
-                f"preset='default' for the library's")
+                f"preset='exact' for the library's")
     return result
 
 
