@@ -109,3 +109,31 @@ def test_carved_validation_is_image_disjoint_and_deterministic(tmp_path: Path) -
     assert again[1].read_text() == val.read_text()
     with pytest.raises(InputError, match="fraction"):
         carve_validation(path, tmp_path, fraction=1.0)
+
+
+def test_margin_keeps_queries_and_matches_off_the_border(tmp_path: Path) -> None:
+    points = grid_points((100, 200), 5, margin=0.1)
+    assert points[:, 0].min() == pytest.approx(0.1 * 200 + 0.8 * 200 / 10 - 0.5)
+    assert points[:, 1].max() == pytest.approx(0.9 * 100 - 0.8 * 100 / 10 - 0.5)
+    far = grid_points((100, 100), 4)  # x, y in {12, 37, 62, 87}; +10 puts the last column/row at 97
+    config = PseudoLabelConfig(margin=0.05, max_points=20)
+    src, tgt, _ = consistent_matches(ShiftTeacher(), "a", "b", far, (100, 100), config, target_size=(100, 100))
+    assert len(src) == 9 and (tgt <= 94.5).all()
+
+
+def test_refilter_applies_score_and_margin_to_an_earlier_csv(tmp_path: Path) -> None:
+    from mmnet.train.pseudo import refilter
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / name)
+    row = {"source_image": "a.png", "target_image": "b.png", "XA": "10;50;60;2", "YA": "10;50;60;50",
+           "XB": "20;50;61;50", "YB": "20;50;61;50", "score": "0.9;0.5;0.8;0.95"}
+    with open(tmp_path / "in.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    stats = refilter(tmp_path / "in.csv", tmp_path, tmp_path / "out.csv",
+                     PseudoLabelConfig(min_score=0.6, margin=0.05, min_points=1))
+    out = next(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
+    assert stats == {"pairs_in": 1, "pairs_kept": 1, "points_kept": 2}
+    assert out["XA"] == "10.0;60.0" and out["score"] == "0.900;0.800"  # 0.5 too low; x=2 on the border
