@@ -9,16 +9,16 @@ from `mmnet.train.cli`, loaded only when the command is ``train``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .data import DATASETS
-from .errors import MMNetError
-from .eval.pck import THRESHOLDS
+from .errors import InputError, MMNetError
 
 if TYPE_CHECKING:
     from .matching.base import BaseMatcher
@@ -26,26 +26,108 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "mmnet_efficientnet_lite2.cub_photos"
 DTYPES = ("fp16", "fp32")
 TRAIN_HELP = "train or fine-tune an MMNet (see docs/training.md)"
+#: Kept in step with `mmnet.data.DATASETS` and `mmnet.eval.pck.THRESHOLDS` (tested), so that building the
+#: parser imports neither numpy nor torch.
+DATASET_NAMES = ("pf-pascal", "pf-willow", "spair", "cub")
+THRESHOLD_NAMES = ("img", "bbox", "bbox-kp")
+PRESET_HELP = ("readout: leave out for the checkpoint's own (what it was validated with); finest: MMNet's finest "
+               "level; exact: CATs/LPMFlow at exact positions; official: the authors' test")
+PRESET_CHOICES = ("finest", "exact", "official", "default")
+THREADS_HELP = ("CPU threads for torch (default: $MMNET_THREADS, else torch's default); 1 is often fastest on a "
+                "busy machine")
 
 
-def parse_keypoints(text: str) -> list[tuple[float, float]]:
-    """``"x,y;x,y"`` or a path to a JSON list of [x, y] -> list of (x, y)."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples printed as written; every option's help line ends with its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings
+                or (isinstance(default, list) and not default)):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})".replace("%", "%%") if "%" not in text else text
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _numbers(text: str) -> list[tuple[float, float]]:
+    points = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        values = part.replace(" ", "").split(",")
+        if len(values) != 2:
+            raise ValueError(part)
+        points.append((float(values[0]), float(values[1])))
+    return points
+
+
+def _pairs(data: Any, where: str) -> list[tuple[float, float]]:
+    try:
+        return [(float(x), float(y)) for x, y in data]
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"{where} must be a JSON list of [x, y] pairs ({exc})") from None
+
+
+def parse_keypoints(text: str) -> list[tuple[float, float]] | dict[str, list[tuple[float, float]]]:
+    """``--kpts``: ``"x,y;x,y"`` numbers, or a JSON file in either layout of ``examples/``.
+
+    - ``[[x, y], ...]`` (``examples/keypoints_astronaut.json``) -> a list of (x, y);
+    - ``{"<image file name>": [[x, y], ...], ...}`` (``examples/keypoints.json``; other keys such as ``"about"``
+      and ``"names"`` are ignored) -> a dict; the points of the source image are picked by its file name
+      (`keypoints_for`).
+    """
     path = Path(text)
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         if not path.is_file():
             raise argparse.ArgumentTypeError(f"keypoint file {text!r} not found")
         try:
-            points = [(float(x), float(y)) for x, y in json.loads(path.read_text())]
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise argparse.ArgumentTypeError(f"{text} must hold a JSON list of [x, y] pairs ({exc})") from None
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise argparse.ArgumentTypeError(f"{text} must hold a JSON list of [x, y] pairs, or an object mapping "
+                                             f"image file names to such lists; it is not valid JSON ({exc})") from None
+        if isinstance(data, dict):
+            named = {k: _pairs(v, f"{text}[{k!r}]") for k, v in data.items()
+                     if isinstance(v, list) and v and all(isinstance(p, list) for p in v)}
+            if not named:
+                raise argparse.ArgumentTypeError(
+                    f"{text} must hold a JSON list of [x, y] pairs, or an object mapping image file names to such "
+                    "lists (see examples/keypoints.json)")
+            return named
+        points = _pairs(data, text)
     else:
         try:
-            points = [(float(x), float(y)) for x, y in (p.split(",") for p in text.split(";") if p.strip())]
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"keypoints must look like 'x,y;x,y' (got {text!r})") from exc
+            points = _numbers(text)
+        except ValueError:
+            if any(c.isalpha() for c in text):
+                raise argparse.ArgumentTypeError(
+                    "--kpts takes pixel numbers, each point as x,y and points separated by ';' (for example "
+                    f"91,98;136,98), or a .json file; {text!r} has letters in it") from None
+            raise argparse.ArgumentTypeError(
+                f"keypoints must be pairs of numbers separated by ';', each pair 'x,y' (for example 91,98;136,98); "
+                f"got {text!r}") from None
     if not points:
-        raise argparse.ArgumentTypeError(f"no keypoints in {text!r}; give at least one as 'x,y'")
+        raise argparse.ArgumentTypeError(f"no keypoints in {text!r}; give at least one pair, for example 91,98")
     return points
+
+
+def keypoints_for(points: list[tuple[float, float]] | dict[str, list[tuple[float, float]]],
+                  source: str) -> list[tuple[float, float]]:
+    """The source image's points: a list as it is; from a name -> points object, the entry of the source's file
+    name (`InputError` naming the entries there are)."""
+    if isinstance(points, list):
+        return points
+    name = Path(source).name
+    if name not in points:
+        raise InputError(f"--kpts: the keypoint file has points for {', '.join(sorted(points))}, none for the source "
+                         f"image {name!r} (entries are picked by the source's file name)")
+    if not points[name]:
+        raise InputError(f"--kpts: the keypoint file has an empty list for {name!r}")
+    return points[name]
 
 
 def positive_int(text: str) -> int:
@@ -104,6 +186,29 @@ def parse_frame(text: str) -> tuple[int, int] | None:
     return h, w
 
 
+def _prepare(args: argparse.Namespace, outputs: Sequence[str] = (), figure: str | None = None) -> None:
+    """Everything that can fail cheaply, before any model loads: output folders, matplotlib for a picture, the
+    device, then the CPU thread count."""
+    _check_outputs(args, *outputs)
+    if figure and getattr(args, figure, None) and importlib.util.find_spec("matplotlib") is None:
+        raise InputError(f"--{figure} draws a picture and needs matplotlib: pip install 'mmnet[viz]' (or leave out "
+                         f"--{figure})")
+    import torch
+
+    if getattr(args, "device", None) is not None:
+        from .matching.base import resolve_device
+
+        resolve_device(args.device)
+    threads = getattr(args, "threads", None)
+    if threads is None and os.environ.get("MMNET_THREADS"):
+        try:
+            threads = positive_int(os.environ["MMNET_THREADS"])
+        except argparse.ArgumentTypeError as exc:
+            raise InputError(f"MMNET_THREADS {exc}") from None
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def _matcher(args: argparse.Namespace) -> BaseMatcher:
     from .zoo import create_matcher
 
@@ -111,26 +216,28 @@ def _matcher(args: argparse.Namespace) -> BaseMatcher:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
-    _check_outputs(args, "json", "out")
+    points = keypoints_for(args.kpts, args.source)
+    _prepare(args, ("json", "out"), figure="out")
     matcher = _matcher(args)
-    result = matcher.match(args.source, args.target, args.kpts)
+    result = matcher.match(args.source, args.target, points)
     rows = [{"source": list(s), "target": [round(float(v), 2) for v in t], "score": round(float(c), 4)}
-            for s, t, c in zip(args.kpts, result.keypoints.tolist(), result.scores.tolist(), strict=True)]
-    for row in rows:
-        print(f"({row['source'][0]:7.1f}, {row['source'][1]:7.1f}) -> "
+            for s, t, c in zip(points, result.keypoints.tolist(), result.scores.tolist(), strict=True)]
+    for i, row in enumerate(rows, 1):
+        print(f"{i:>2}  ({row['source'][0]:7.1f}, {row['source'][1]:7.1f}) -> "
               f"({row['target'][0]:7.1f}, {row['target'][1]:7.1f})  score {row['score']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "matches": rows}, indent=2) + "\n")
     if args.out:
         from .viz import plot_matches, save
 
-        save(plot_matches(args.source, args.target, args.kpts, result.keypoints, result.scores), args.out)
+        save(plot_matches(args.source, args.target, points, result.keypoints, result.scores, numbered=True),
+             args.out)
         print(f"wrote {args.out}")
     return 0
 
 
 def _cmd_flow(args: argparse.Namespace) -> int:
-    _check_outputs(args, "npy", "out")
+    _prepare(args, ("npy", "out"), figure="out")
     import numpy as np
 
     matcher = _matcher(args)
@@ -147,24 +254,75 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
+#: What each kind of `mmnet models` row is.
+KINDS = {
+    "trained": "trained weights, ready to match",
+    "backbone-only": "training-free matcher on an ImageNet backbone, ready to match",
+    "conversion": "the authors' weights: download and convert once (mmnet models --details NAME says how)",
+    "architecture": "a network to train (create_model / torch.hub, pretrained=False); no weights of its own",
+}
+
+
+def model_rows() -> list[tuple[str, str, str]]:
+    """(name, kind, what) for every name `from_pretrained`, `create_matcher`, `create_model` and torch.hub
+    accept: registered weights (``arch.tag``), training-free matchers, and architectures to train."""
     from .zoo import get_pretrained_cfg, list_models
+    from .zoo._registry import get_model_entry
     from .zoo.hub import released_dir
 
-    print("architectures:")
-    for name in list_models(args.filter):
-        print(f"  {name}")
-    print("pretrained weights:")
-    for name in list_models(args.filter, pretrained=True):
+    rows = []
+    weights = list_models(pretrained=True)
+    for name in weights:
         cfg = get_pretrained_cfg(name)
-        if cfg.local_dir:
-            folder = released_dir(cfg.local_dir)
-            where = str(folder) if folder.exists() else f"{folder} (not there yet)"
+        entry = get_model_entry(name)
+        on_disk = cfg.local_dir is not None and released_dir(cfg.local_dir).exists()
+        if on_disk:
+            where = "converted, on disk" if Path(cfg.local_dir or "").is_absolute() else "bundled with the package"
         else:
-            where = f"hub {cfg.hub_id}"
-        print(f"  {name}  [{where}; licence {cfg.license}]")
-        if cfg.notes and not (cfg.local_dir and released_dir(cfg.local_dir).exists()):
-            print(f"      {cfg.notes}")
+            where = f"hub {cfg.hub_id}" if cfg.hub_id else "not converted yet"
+        ready = cfg.hub_id is not None or on_disk
+        rows.append((name, "trained" if ready else "conversion",
+                     f"{entry.description}; {where}; licence {cfg.license}"))
+    for arch in list_models():
+        entry = get_model_entry(arch)
+        if entry.model is None:
+            rows.append((arch, "backbone-only", entry.description))
+            continue
+        tagged = [w for w in weights if w.partition(".")[0] == arch]
+        what = entry.description + (f"; as a matcher name: {tagged[0]}" if tagged else "")
+        rows.append((arch, "architecture", what))
+    return rows
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    rows = [r for r in model_rows() if fnmatch.fnmatch(r[0], args.filter) and (not args.kind or r[1] in args.kind)]
+    if not rows:
+        print(f"no model matches {args.filter!r}" + (f" of kind {', '.join(args.kind)}" if args.kind else ""))
+        return 1
+    if args.details:
+        from .zoo import get_pretrained_cfg
+        from .zoo.hub import released_dir
+
+        for name, kind, what in rows:
+            print(f"{name}\n  kind: {kind} ({KINDS[kind]})\n  what: {what}")
+            if "." in name:
+                cfg = get_pretrained_cfg(name)
+                where = f"hub {cfg.hub_id}" if cfg.hub_id else str(released_dir(cfg.local_dir or ""))
+                print(f"  weights: {where}")
+                if cfg.metrics:
+                    print("  metrics: " + ", ".join(f"{k} {v}" for k, v in cfg.metrics.items()))
+                if cfg.notes:
+                    print(f"  notes: {cfg.notes}")
+        return 0
+    order = list(KINDS)
+    rows.sort(key=lambda r: (order.index(r[1]), r[0]))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'name':<{width}}  {'kind':<13}  what")
+    for name, kind, what in rows:
+        print(f"{name:<{width}}  {kind:<13}  {what}")
+    print("\nkinds: " + "; ".join(f"{k}: {v}" for k, v in KINDS.items() if any(r[1] == k for r in rows)))
     return 0
 
 
@@ -177,13 +335,17 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"name, hub id or folder (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--preset", choices=["default", "official"], default=None, help="readout preset")
-    parser.add_argument("--offline", action="store_true", help="never touch the network (hub cache only)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="registered name (mmnet models), Hugging Face hub repo id or checkpoint folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: cuda when available)")
+    parser.add_argument("--preset", choices=PRESET_CHOICES, default=None,
+                        help=PRESET_HELP + "; default: deprecated name of finest/exact")
+    parser.add_argument("--offline", action="store_true", help="never touch the network: hub cache only")
+    parser.add_argument("--threads", type=positive_int, default=None, help=THREADS_HELP)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    _prepare(args, figure="out")
     from .eval.command import run_eval
 
     return run_eval(args)
@@ -220,6 +382,7 @@ def _cmd_scot_layers(args: argparse.Namespace) -> int:
     from .eval.scot_layers import LayerScorer, select_layers
     from .matching.scot import ScotMatcher
 
+    _prepare(args)
     torch.manual_seed(0)
     dataset = load_dataset(args.dataset, args.root, split=args.split, pairs=args.pairs)
     settings = {k: getattr(args, k) for k in ("iterations", "long_side", "exponent", "box_size", "saliency")
@@ -239,25 +402,35 @@ def _cmd_scot_layers(args: argparse.Namespace) -> int:
 def _add_eval(sub: Any) -> None:
     p = sub.add_parser(
         "eval", help="PCK of one or more models on PF-PASCAL, PF-WILLOW, SPair-71k or CUB",
-        description="Evaluate keypoint transfer with PCK. Datasets are read from --root (never downloaded); "
-                    "see docs/evaluation.md for layouts and protocols.")
-    p.add_argument("--dataset", required=True, choices=list(DATASETS))
-    p.add_argument("--root", required=True, type=Path, help="dataset folder")
-    p.add_argument("--split", default="test", help="trn, val or test (CUB sampling: also 'all'); default test")
-    p.add_argument("--pairs", type=Path, help="pair list to use instead of the split's default")
+        formatter_class=HelpFormatter,
+        description="Evaluate keypoint transfer with PCK (per-pair mean). Datasets are read from --root (never "
+                    "downloaded); see docs/evaluation.md for layouts and protocols.",
+        epilog=_examples(
+            "mmnet eval --dataset pf-willow --root ../shared/data/pf-willow-dev --model rescale "
+            "--model scot_efficientnet_lite2",
+            "mmnet eval --dataset cub --root ../shared/data/cub-200-2011-cls001-050 --num-pairs 200 --threads 1",
+            "mmnet eval --dataset pf-pascal --root PF-PASCAL --model FOLDER --preset official --frame 224x320 "
+            "--out results/"))
+    p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="benchmark layout of --root")
+    p.add_argument("--root", required=True, type=Path, help="the dataset's folder")
+    p.add_argument("--split", default="test", help="trn, val or test (CUB sampling: also all)")
+    p.add_argument("--pairs", type=Path, help="pair list to use instead of the split's own")
     p.add_argument("--model", action="append", required=True, metavar="NAME_OR_PATH",
-                   help="'rescale' (image-size baseline) or a registered name / folder; repeat to compare")
-    p.add_argument("--alpha", type=positive_float, nargs="+", default=[0.05, 0.1, 0.15], help="default 0.05 0.1 0.15")
-    p.add_argument("--threshold", choices=THRESHOLDS,
-                   help="default per dataset: pf-pascal img, pf-willow bbox-kp, spair bbox, cub bbox")
+                   help="rescale (image-size baseline), a registered name, hub id or folder; repeat to compare")
+    p.add_argument("--alpha", type=positive_float, nargs="+", default=[0.05, 0.1, 0.15],
+                   help="PCK thresholds as a fraction of the threshold size")
+    p.add_argument("--threshold", choices=THRESHOLD_NAMES,
+                   help="threshold size (default per dataset: pf-pascal img, pf-willow bbox-kp, spair bbox, cub bbox)")
     p.add_argument("--frame", type=parse_frame, default=None,
-                   help="'original' (default) or HxW, e.g. 224x320 for the official MMNet resized frame")
-    p.add_argument("--limit", type=positive_int, help="evaluate only the first N pairs (N >= 1)")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--preset", choices=["default", "official"], help="readout preset of MMNet models")
-    p.add_argument("--offline", action="store_true", help="load weights from the local cache only")
-    p.add_argument("--out", type=Path, help="write results.json, results.csv, per_pair.csv, pck_curve.png here")
-    p.add_argument("--spair-size", choices=["large", "small"], default="large", help="SPair-71k Layout size")
+                   help="where PCK is measured: original (default) or HxW, e.g. 224x320 (the official MMNet frame)")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N pairs")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: cuda when available)")
+    p.add_argument("--preset", choices=PRESET_CHOICES, help=PRESET_HELP)
+    p.add_argument("--offline", action="store_true", help="load weights from the local hub cache only")
+    p.add_argument("--threads", type=positive_int, default=None, help=THREADS_HELP)
+    p.add_argument("--out", type=Path,
+                   help="folder for results.json, results.csv, per_pair.csv and pck_curve.png (needs matplotlib)")
+    p.add_argument("--spair-size", choices=["large", "small"], default="large", help="SPair-71k image layout size")
     p.add_argument("--num-pairs", type=positive_int, default=1000, help="CUB without --pairs: pairs to sample")
     p.add_argument("--seed", type=non_negative_int, default=0, help="CUB without --pairs: sampling seed")
     p.add_argument("--any-class", action="store_true", help="CUB without --pairs: pairs across species")
@@ -267,88 +440,148 @@ def _add_eval(sub: Any) -> None:
 
 def _add_convert(sub: Any) -> None:
     p = sub.add_parser(
-        "convert-official", help="convert an official MMNet .pth checkpoint into an mmnet checkpoint folder",
-        description="Map the authors' MMNet checkpoint (e.g. ckp_pascal_fcnres101.pth) onto mmnet, drop its dead "
-                    "weights, and write model.safetensors + config.json with the official readout.")
+        "convert-official", help="convert an official MMNet or CATs checkpoint into an mmnet checkpoint folder",
+        formatter_class=HelpFormatter,
+        description="Map the authors' checkpoint onto mmnet, drop its dead weights, and write model.safetensors + "
+                    "config.json with the official readout (docs/official-checkpoints.md, docs/cats.md).",
+        epilog=_examples(
+            "mmnet convert-official ckp_pascal_fcnres101.pth --out ~/.cache/mmnet/official/"
+            "mmnet_fcn_resnet101.pfpascal_official",
+            "mmnet convert-official ckp_spair_fcnres101.pth --backbone fcn-resnet101 --dtype fp16 --out spair_mmnet",
+            "mmnet convert-official --family cats spair --out ~/.cache/mmnet/official/cats_resnet101.spair_official"))
     p.add_argument("checkpoint", help="the official .pth file (MMNet), or the folder holding model_best.pth + "
-                   "args.pkl (CATs, --family cats)")
-    p.add_argument("--family", default="mmnet", choices=["mmnet", "cats"],
-                   help="whose checkpoint: mmnet (default) or cats (docs/cats.md)")
+                   "args.pkl (CATs)")
+    p.add_argument("--family", default="mmnet", choices=["mmnet", "cats"], help="whose checkpoint it is")
     p.add_argument("--backbone", default="auto", help="MMNet only: backbone as the official code spells it: "
-                   "resnet101, resnet50, resnext-101 or fcn-resnet101 (default: read it off the keys)")
+                   "resnet101, resnet50, resnext-101 or fcn-resnet101; auto reads it off the keys")
     p.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
-    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="storage dtype (default fp32)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="storage dtype")
     p.set_defaults(func=_cmd_convert)
 
 
 def _add_convert_lpmflow(sub: Any) -> None:
     p = sub.add_parser(
         "convert-lpmflow", help="convert an official LPMFlow checkpoint (model_best.pth + args.pkl)",
+        formatter_class=HelpFormatter,
         description="Map the authors' LPMFlow checkpoint onto mmnet (weights_only loading, args.pkl through a "
                     "restricted unpickler, aliases checked, dead keys dropped) and write model.safetensors + "
-                    "config.json with the official readout (docs/lpmflow.md).")
+                    "config.json with the official readout (docs/lpmflow.md).",
+        epilog=_examples(
+            "mmnet convert-lpmflow spair --out ~/.cache/mmnet/official/lpmflow_vit_base_patch16.spair_official",
+            "mmnet convert-lpmflow pfpascal/model_best.pth --dtype fp16 --out lpmflow_pfpascal"))
     p.add_argument("source", help="the official folder (model_best.pth + args.pkl) or the .pth file")
     p.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
-    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="storage dtype (default fp32)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, help="storage dtype")
     p.set_defaults(func=_cmd_convert_lpmflow)
 
 
 def _add_scot_layers(sub: Any) -> None:
-    p = sub.add_parser("scot-layers", help="beam search for a SCOT layer set on validation pairs",
-                       description="HPF's beam search over SCOT layer ids, scored by PCK@0.1 (docs/benchmarks.md).")
-    p.add_argument("--backbone", default="efficientnet_lite2")
-    p.add_argument("--dataset", required=True, choices=list(DATASETS))
-    p.add_argument("--root", required=True)
-    p.add_argument("--split", default="val")
+    p = sub.add_parser(
+        "scot-layers", help="beam search for a SCOT layer set on validation pairs", formatter_class=HelpFormatter,
+        description="HPF's beam search over SCOT layer ids, scored by PCK@0.1 (docs/benchmarks.md).",
+        epilog=_examples(
+            "mmnet scot-layers --dataset pf-willow --root ../shared/data/pf-willow-dev --n-pairs 50",
+            "mmnet scot-layers --dataset cub --root CUB --pairs trn_pairs.csv --score 13,14,19 3,12"))
+    p.add_argument("--backbone", default="efficientnet_lite2", help="registered backbone (mmnet models)")
+    p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="benchmark layout of --root")
+    p.add_argument("--root", required=True, help="the dataset's folder")
+    p.add_argument("--split", default="val", help="trn, val or test")
     p.add_argument("--pairs", help="pair list (e.g. the CUB training pairs)")
-    p.add_argument("--n-pairs", type=positive_int, default=50)
-    p.add_argument("--beam", type=positive_int, default=4)
-    p.add_argument("--max-depth", type=positive_int, default=8)
-    p.add_argument("--candidates", type=int, nargs="+")
+    p.add_argument("--n-pairs", type=positive_int, default=50, help="pairs scored per layer set")
+    p.add_argument("--beam", type=positive_int, default=4, help="layer sets kept per search step")
+    p.add_argument("--max-depth", type=positive_int, default=8, help="most layers in a set")
+    p.add_argument("--candidates", type=int, nargs="+", help="layer ids to search over (default: all)")
     p.add_argument("--iterations", type=positive_int, help="Sinkhorn updates (max; default 100)")
     p.add_argument("--long-side", type=positive_int, help="resize target of the longer side (default 300)")
     p.add_argument("--exponent", type=positive_float, help="power of the rescaled OT plan (default 2)")
     p.add_argument("--box-size", type=positive_float, help="transfer box side, resized pixels (default 27)")
-    p.add_argument("--saliency", choices=["cam", "norm", "uniform"])
+    p.add_argument("--saliency", choices=["cam", "norm", "uniform"], help="saliency prior (default cam)")
     p.add_argument("--score", type=str, nargs="+", metavar="IDS",
                    help="only score these comma-separated layer sets (e.g. 13,14,19 3,12) instead of searching")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: cuda when available)")
     p.set_defaults(func=_cmd_scot_layers)
+
+
+TRAIN_EXAMPLES = _examples(
+    "mmnet train --dataset cub --pairs trn_pairs_cub_cls001-050_sameclass_seed0.csv --photos photos "
+    "--synthetic-ratio 0.3 --steps 2000 --out runs/cub",
+    "mmnet train --csv my_pairs.csv --image-root my_images --init mmnet_efficientnet_lite2.cub_photos "
+    "--steps 500 --out runs/mine --release my_weights",
+    "torchrun --nproc-per-node 2 -m mmnet.train --dataset pf-pascal --steps 20000 --out runs/pascal")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every subcommand; the `train` options are loaded only when `command` is ``"train"``."""
     from .version import __version__
 
-    parser = argparse.ArgumentParser(prog="mmnet", description="Semantic correspondence with MMNet.")
+    parser = argparse.ArgumentParser(
+        prog="mmnet", formatter_class=HelpFormatter,
+        description="Semantic correspondence (MMNet, SCOT, CATs, LPMFlow): transfer keypoints and dense flow "
+                    "between two images, evaluate PCK, train. `mmnet COMMAND --help` for each command.",
+        epilog=_examples(
+            "mmnet match examples/astronaut.jpg examples/grace_hopper.jpg --kpts examples/keypoints.json "
+            "--out match.png",
+            "mmnet models --kind trained",
+            "mmnet eval --dataset pf-willow --root ../shared/data/pf-willow-dev --model scot_efficientnet_lite2"))
     parser.add_argument("--version", action="version", version=f"mmnet {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    match = sub.add_parser("match", help="transfer keypoints from a source image to a target image")
-    match.add_argument("source")
-    match.add_argument("target")
-    match.add_argument("--kpts", required=True, type=parse_keypoints, help="'x,y;x,y' or a JSON file of [x, y]")
-    match.add_argument("--out", help="write a side-by-side picture of the matches (PNG)")
+    match = sub.add_parser(
+        "match", help="transfer keypoints from a source image to a target image", formatter_class=HelpFormatter,
+        description="Transfer keypoints from SOURCE to TARGET: prints each point's match and a score in [0, 1], "
+                    "numbered like the picture --out draws.",
+        epilog=_examples(
+            "mmnet match examples/astronaut.jpg examples/grace_hopper.jpg --kpts examples/keypoints.json "
+            "--out match.png",
+            "mmnet match a.jpg b.jpg --kpts '91,98;136,98' --json matches.json --threads 1",
+            "mmnet match a.jpg b.jpg --kpts points.json --model scot_efficientnet_lite2 --device cpu"))
+    match.add_argument("source", help="image holding the points (file path)")
+    match.add_argument("target", help="image to find them in (file path)")
+    match.add_argument("--kpts", required=True, type=parse_keypoints,
+                       help="source points: x,y;x,y (pixels), a JSON list of [x, y], or a JSON object of image "
+                            "file name -> list (examples/keypoints.json; the source's entry is used)")
+    match.add_argument("--out", help="write a side-by-side picture of the numbered matches (PNG; needs matplotlib)")
     match.add_argument("--json", help="write the matches as JSON")
     _add_model_args(match)
     match.set_defaults(func=_cmd_match)
 
-    flow = sub.add_parser("flow", help="dense flow from every source pixel to the target")
-    flow.add_argument("source")
-    flow.add_argument("target")
-    flow.add_argument("--npy", help="write the (2, H, W) flow as .npy")
-    flow.add_argument("--out", help="write the source warped onto the target (PNG)")
+    flow = sub.add_parser(
+        "flow", help="dense flow from every source pixel to the target", formatter_class=HelpFormatter,
+        description="Dense source-to-target flow at the source's resolution: target_xy = source_xy + flow[:, y, x] "
+                    "(docs/conventions.md).",
+        epilog=_examples(
+            "mmnet flow examples/astronaut.jpg examples/grace_hopper.jpg --npy flow.npy --out warp.png",
+            "mmnet flow a.jpg b.jpg --model scot_efficientnet_lite2 --npy flow.npy --threads 1"))
+    flow.add_argument("source", help="image the flow starts from (file path)")
+    flow.add_argument("target", help="image the flow points into (file path)")
+    flow.add_argument("--npy", help="write the (2, H, W) flow (dx, dy) as .npy")
+    flow.add_argument("--out", help="write source, target and the source warped onto the target (PNG; needs "
+                      "matplotlib)")
     _add_model_args(flow)
     flow.set_defaults(func=_cmd_flow)
 
-    models = sub.add_parser("models", help="list architectures and pretrained weights")
-    models.add_argument("filter", nargs="?", default="*", help="glob pattern, e.g. '*lite*'")
+    models = sub.add_parser(
+        "models", help="list every model name, what it is and whether it is ready", formatter_class=HelpFormatter,
+        description="Every name that Matcher.from_pretrained / mmnet.create_matcher, mmnet.create_model and "
+                    "torch.hub accept (a hub repo id or a checkpoint folder works too), with its kind:\n"
+                    + "\n".join(f"  {k:<13} {v}" for k, v in KINDS.items()),
+        epilog=_examples("mmnet models", "mmnet models '*lite2*' --kind trained backbone-only",
+                         "mmnet models cats_resnet101.spair_official --details"))
+    models.add_argument("filter", nargs="?", default="*", help="glob pattern on the name, e.g. '*lite*'")
+    models.add_argument("--kind", nargs="+", choices=list(KINDS), help="only these kinds")
+    models.add_argument("--details", action="store_true",
+                        help="one block per model: where its weights are, metrics, how to get them")
     models.set_defaults(func=_cmd_models)
 
-    download = sub.add_parser("download", help="fetch weights into the hub cache for offline use")
-    download.add_argument("name")
-    download.add_argument("--revision")
-    download.add_argument("--cache-dir")
+    download = sub.add_parser(
+        "download", help="fetch weights into the hub cache for offline use", formatter_class=HelpFormatter,
+        description="Fetch the weights of a registered name or Hugging Face hub repo id into the local cache, so "
+                    "that later runs work with --offline.",
+        epilog=_examples("mmnet download mmnet_efficientnet_lite2.cub_photos",
+                         "mmnet download someone/their-mmnet --revision v1 --cache-dir /data/hub"))
+    download.add_argument("name", help="registered weights (mmnet models --kind trained) or hub repo id")
+    download.add_argument("--revision", help="hub branch, tag or commit (default: the registered one, or main)")
+    download.add_argument("--cache-dir", help="hub cache folder (default: the Hugging Face default)")
     download.set_defaults(func=_cmd_download)
 
     _add_eval(sub)
@@ -358,7 +591,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if command == "train":
         from .train.cli import add_parser
 
-        add_parser(sub)
+        train = add_parser(sub)
+        train.formatter_class = HelpFormatter
+        train.description = ("Train or fine-tune an MMNet on benchmark pairs, your own CSV of keypoint pairs and/or "
+                             "synthetic warps of photos (docs/training.md). Same options as python -m mmnet.train.")
+        train.epilog = TRAIN_EXAMPLES
     else:
         sub.add_parser("train", help=TRAIN_HELP, add_help=False)
     return parser
@@ -367,6 +604,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
+    if "func" not in args:  # `mmnet train` is a placeholder until its options are loaded; cannot happen otherwise
+        return 2
     try:
         return int(args.func(args) or 0)
     except MMNetError as exc:

@@ -35,10 +35,13 @@ def _points(points: Any) -> np.ndarray:
 
 
 def plot_matches(source: ImageLike, target: ImageLike, source_points: Any, target_points: Any,
-                 scores: Any | None = None, correct: Any | None = None, title: str | None = None) -> Any:
+                 scores: Any | None = None, correct: Any | None = None, title: str | None = None,
+                 numbered: bool = True) -> Any:
     """Source and target side by side with a line per match.
 
-    Lines are coloured by `correct` (green/red) when given, else by `scores` (viridis), else by index.
+    Lines are coloured by `correct` (green/red, with a legend) when given, else by `scores` (viridis, with a
+    colour bar from 0 to 1), else by index. With `numbered`, each source point and its match carry the number of
+    the match (1, 2, ...: the order of `source_points`, as `mmnet match` prints them).
     """
     plt = _plt()
     src, tgt = _hwc(source), _hwc(target)
@@ -47,7 +50,9 @@ def plot_matches(source: ImageLike, target: ImageLike, source_points: Any, targe
     canvas = np.ones((height, src.shape[1] + tgt.shape[1], 3))
     canvas[: src.shape[0], : src.shape[1]] = src
     canvas[: tgt.shape[0], src.shape[1]:] = tgt
-    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100, canvas.shape[0] / 100 + 0.3), dpi=150)
+    bar = scores is not None and correct is None
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100 + (0.9 if bar else 0), canvas.shape[0] / 100 + 0.3),
+                           dpi=150)
     ax.imshow(canvas)
     if correct is not None:
         colors = [(0.1, 0.8, 0.1) if c else (0.9, 0.1, 0.1) for c in np.asarray(correct).ravel()]
@@ -55,10 +60,27 @@ def plot_matches(source: ImageLike, target: ImageLike, source_points: Any, targe
         colors = plt.cm.viridis(np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0, 1))
     else:
         colors = plt.cm.hsv(np.linspace(0, 1, len(p), endpoint=False))
-    for (x0, y0), (x1, y1), color in zip(p, q, colors, strict=True):
+    label = {"fontsize": 5, "color": "white", "fontweight": "bold", "textcoords": "offset points",
+             "xytext": (3, 3), "bbox": {"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.5, "lw": 0}}
+    for i, ((x0, y0), (x1, y1), color) in enumerate(zip(p, q, colors, strict=True), 1):
+        if numbered:
+            ax.annotate(str(i), (x0, y0), **label)
         if np.isfinite([x1, y1]).all():
             ax.plot([x0, x1 + src.shape[1]], [y0, y1], color=color, linewidth=1.0)
             ax.scatter([x0, x1 + src.shape[1]], [y0, y1], color=[color], s=10, edgecolors="white", linewidths=0.5)
+            if numbered:
+                ax.annotate(str(i), (x1 + src.shape[1], y1), **label)
+    if bar:
+        mappable = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
+        colorbar = fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.01)
+        colorbar.set_label("match score (line colour)", fontsize=6)
+        colorbar.ax.tick_params(labelsize=5)
+    elif correct is not None:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=(0.1, 0.8, 0.1), label="correct"),
+                   Line2D([], [], color=(0.9, 0.1, 0.1), label="wrong")]
+        ax.legend(handles=handles, fontsize=5, loc="lower right", framealpha=0.7)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)

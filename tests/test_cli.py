@@ -28,12 +28,105 @@ def test_parse_keypoints(tmp_path):
     assert parse_keypoints(str(path)) == [(5.0, 6.0)]
 
 
+def test_kpts_accepts_both_example_layouts():
+    from mmnet.cli import keypoints_for
+
+    listed = parse_keypoints(str(REPO / "examples" / "keypoints_astronaut.json"))
+    named = parse_keypoints(str(REPO / "examples" / "keypoints.json"))
+    assert listed == [(91.0, 98.0), (136.0, 98.0), (114.0, 120.0), (114.0, 137.0)]
+    assert set(named) == {"astronaut.jpg", "grace_hopper.jpg"}  # "about" and "names" are not points
+    assert keypoints_for(named, SRC) == listed and keypoints_for(listed, "anything.jpg") == listed
+    with pytest.raises(mmnet.InputError, match=r"points for astronaut\.jpg, grace_hopper\.jpg, none for .*'b\.jpg'"):
+        keypoints_for(named, "b.jpg")
+
+
+def test_kpts_errors_explain_the_format_without_quoting_a_placeholder_as_input(capsys):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match=r"for example 91,98;136,98.*has letters"):
+        parse_keypoints("x,y;x,y")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"each pair 'x,y'.*got '1;2'"):
+        parse_keypoints("1;2")
+
+
+SUBCOMMANDS = ["match", "flow", "models", "download", "eval", "convert-official", "convert-lpmflow", "scot-layers"]
+
+
+@pytest.mark.parametrize("command", [*SUBCOMMANDS, "train"])
+def test_every_subcommand_help_describes_every_argument_and_has_examples(command):
+    from mmnet.cli import build_parser
+
+    parser = build_parser(command)
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    text = sub.format_help()
+    assert "examples:" in text and text.count(f"mmnet {command}") + text.count("-m mmnet.train") >= 2
+    assert "::" not in text  # examples print as text, not reStructuredText
+    if command == "train":  # its options belong to mmnet.train.cli
+        return
+    for action in sub._actions:
+        assert action.help, f"{command} {action.dest} has no help line"
+        if action.default not in (None, False, "==SUPPRESS==") and action.option_strings:
+            help_line = sub._get_formatter()._get_help_string(action)
+            assert "default" in help_line, f"{command} {action.dest}: default not shown"
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = ("import sys, contextlib, io\nfrom mmnet.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    for argv in (['--help'], ['match', '--help'], ['eval', '--help']):\n"
+            "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_choice_lists_match_the_package():
+    from mmnet.cli import DATASET_NAMES, THRESHOLD_NAMES
+    from mmnet.data import DATASETS
+    from mmnet.eval.pck import THRESHOLDS
+
+    assert tuple(DATASETS) == DATASET_NAMES and tuple(THRESHOLDS) == THRESHOLD_NAMES
+
+
+def test_device_and_matplotlib_are_checked_before_any_work(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    def refuse(*args, **kw):
+        raise AssertionError("a model was loaded before the checks")
+
+    monkeypatch.setattr("mmnet.zoo.create_matcher", refuse)
+    if not torch.cuda.is_available():
+        assert main(["match", SRC, TGT, "--kpts", "1,2", "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no CUDA GPU is available" in err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    for argv in (["match", SRC, TGT, "--kpts", "1,2", "--out", str(tmp_path / "m.png")],
+                 ["flow", SRC, TGT, "--out", str(tmp_path / "w.png")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "needs matplotlib: pip install 'mmnet[viz]'" in err
+
+
+def test_threads_option_and_environment(checkpoint, monkeypatch, capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main(["match", SRC, TGT, "--kpts", "1,2", "--model", str(checkpoint), "--device", "cpu",
+                     "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("MMNET_THREADS", "0")
+        assert main(["flow", SRC, TGT, "--model", str(checkpoint), "--device", "cpu"]) == 2
+        assert "MMNET_THREADS must be an integer >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_match_writes_json_and_picture(checkpoint, tmp_path, capsys):
     out, js = tmp_path / "vis.png", tmp_path / "out.json"
     assert main(["match", SRC, TGT, "--kpts", "127,66;155,66", "--model", str(checkpoint), "--device", "cpu",
                  "--out", str(out), "--json", str(js)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("->") == 2 and "wrote" in printed
+    assert printed.count("->") == 2 and "wrote" in printed and printed.startswith(" 1  (")
     data = json.loads(js.read_text())
     expected = mmnet.Matcher.from_pretrained(checkpoint, device="cpu").match(SRC, TGT, [[127, 66], [155, 66]])
     torch.testing.assert_close(torch.tensor([m["target"] for m in data["matches"]]), expected.keypoints, atol=0.01,
@@ -63,6 +156,22 @@ def test_models_lists_architectures(capsys):
     assert main(["models", "*lite*"]) == 0
     printed = capsys.readouterr().out
     assert "mmnet_efficientnet_lite2" in printed and "mmnet_resnet101" not in printed
+
+
+def test_models_lists_every_name_the_factories_accept_with_its_kind(capsys):
+    from mmnet.cli import model_rows
+
+    rows = {name: kind for name, kind, _ in model_rows()}
+    assert set(rows) == set(mmnet.list_models()) | set(mmnet.list_models(pretrained=True))
+    assert rows["mmnet_efficientnet_lite2.cub_photos"] == "trained"
+    assert rows["scot_efficientnet_lite2"] == "backbone-only" and rows["mmnet_resnet50"] == "architecture"
+    assert {rows[n] for n in mmnet.list_models("cats_*", pretrained=True)} <= {"conversion", "trained"}
+    assert main(["models", "--kind", "backbone-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "scot_resnet50" in printed and "mmnet_efficientnet_lite2.cub_photos" not in printed
+    assert main(["models", "mmnet_fcn_resnet101.spair_official", "--details"]) == 0
+    assert "convert-official" in capsys.readouterr().out
+    assert main(["models", "nothing*"]) == 1
 
 
 def test_console_entry_point_runs():
