@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -342,3 +343,149 @@ def test_pair_sources_check_max_kps_and_size(tmp_path: Path, photo_dir: Path, kw
     syn_kwargs = {"n_points" if k == "max_kps" else k: v for k, v in kwargs.items()}
     with pytest.raises(InputError, match=message.replace("max_kps", "n_points")):
         SyntheticPairs(photo_dir, **syn_kwargs)
+
+
+def _tiny_cats() -> torch.nn.Module:
+    from mmnet.zoo import create_model
+
+    torch.manual_seed(0)
+    return create_model("cats_resnet18", hyperpixels=(0, 5, 6), feature_size=4, proj_dim=8, num_heads=2)
+
+
+def _tiny_lpmflow() -> torch.nn.Module:
+    from mmnet.models.lpmflow import LPMFlow, LpmflowConfig
+
+    torch.manual_seed(0)
+    return LPMFlow(LpmflowConfig.tiny())
+
+
+@pytest.mark.parametrize(("make", "options"), [(_tiny_cats, {}), (_tiny_cats, {"objective": "keypoint"}),
+                                               (_tiny_lpmflow, {"flow_target": "official"})])
+def test_cats_and_lpmflow_train_with_their_objectives_and_resume(photo_dir: Path, tmp_path: Path, make,
+                                                                 options: dict) -> None:
+    """One step of each family's own loss moves the weights, and a resumed run is bit-identical."""
+    from mmnet.train.families import CatsObjective, LpmflowObjective
+
+    def trainer(run: str) -> Trainer:
+        syn = SyntheticPairs(photo_dir, size=(64, 64), n_points=6, seed=0)
+        config = TrainConfig(steps=2, batch_size=1, lr=1e-3, warmup=0, checkpoint_minutes=0, **options)
+        return Trainer(make(), syn, config, tmp_path / run, progress=False)
+
+    straight = trainer("a")
+    assert isinstance(straight.objective, (CatsObjective, LpmflowObjective))
+    before = {k: v.clone() for k, v in straight.model.state_dict().items()}
+    straight.fit()
+    assert any(not torch.equal(before[k], v) for k, v in straight.model.state_dict().items())
+    first = trainer("b")
+    first.fit(stop_at=1)
+    resumed = trainer("b")
+    resumed.fit(resume="auto")
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert resumed.step == 2 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_family_settings_that_do_not_apply_are_refused(photo_dir: Path, tmp_path: Path) -> None:
+    from mmnet.errors import InputError
+
+    syn = SyntheticPairs(photo_dir, size=(64, 64), n_points=6)
+    for model, config, message in [
+        (_tiny_model(), TrainConfig(objective="flow"), "objective 'flow' does not apply to mmnet_"),
+        (_tiny_model(), TrainConfig(flow_target="official"), "flow_target 'official' does not apply to mmnet_"),
+        (_tiny_cats(), TrainConfig(train_backbone="last2"), "train_backbone 'last2' needs MMNet"),
+        (_tiny_cats(), TrainConfig(loss_levels=2), "loss_levels 2 applies to mmnet_"),
+        (_tiny_lpmflow(), TrainConfig(objective="keypoint"), "allowed: 'default'"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            Trainer(model, syn, config, tmp_path / "run", progress=False)
+    with pytest.raises(InputError, match="objective must be one of 'default', 'flow', 'keypoint', got 'epe'"):
+        TrainConfig(objective="epe")
+
+
+def test_resume_and_short_warmup_each_print_one_line(photo_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    syn = SyntheticPairs(photo_dir, size=SIZE, n_points=6)
+    config = TrainConfig(steps=2, batch_size=2, warmup=10, checkpoint_minutes=0)
+    Trainer(_tiny_model(), syn, config, tmp_path / "run", progress=False).fit(stop_at=1)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "warmup (10 steps) is longer than the run (2 steps)" in lines[0]
+    Trainer(_tiny_model(), syn, TrainConfig(steps=2, batch_size=2, warmup=1, checkpoint_minutes=0), tmp_path / "run",
+            progress=False).fit(resume="auto")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resuming from {tmp_path / 'run' / 'last.pt'} at step 1 of 2")
+
+
+def _train_cli(args: list[str]) -> int:
+    from mmnet.train.cli import main
+
+    return main(args)
+
+
+def test_cli_release_keeps_the_readout_of_init_and_records_a_runnable_command(tmp_path: Path) -> None:
+    """`--init X --release DIR` writes X's readout (issue: it wrote {} and predictions moved); the recorded
+    command is `mmnet train` with the real flags and parses to the same options, through `mmnet` itself too."""
+    import json
+    import shlex
+
+    from mmnet.cli import build_parser as mmnet_parser
+    from mmnet.train.cli import build_parser
+    from mmnet.zoo import from_pretrained, save_pretrained
+
+    save_pretrained(_tiny_model(), tmp_path / "init", readout={"level": 2})
+    csv_path = _write_csv(tmp_path)
+    argv = ["--init", str(tmp_path / "init"), "--csv", str(csv_path), "--size", "64", "96", "--steps", "1",
+            "--batch-size", "2", "--warmup", "0", "--no-augment", "--freeze-bn", "false",
+            "--out", str(tmp_path / "run"), "--release", str(tmp_path / "release"), "--no-progress", "--threads", "1"]
+    assert _train_cli(argv) == 0
+    config = json.loads((tmp_path / "release" / "config.json").read_text())
+    assert config["readout"] == {"level": 2} and from_pretrained(tmp_path / "release").readout == {"level": 2}
+    command = config["training"]["command"]
+    words = shlex.split(command)
+    assert words[:2] == ["mmnet", "train"]
+    assert vars(build_parser().parse_args(words[2:])) == vars(build_parser().parse_args(argv))
+    parsed = mmnet_parser("train").parse_args(words[1:])
+    assert parsed.init == str(tmp_path / "init") and parsed.freeze_bn is False and parsed.size == [64, 96]
+    # told otherwise: --release-readout; a bad one fails before any training
+    assert _train_cli([*argv, "--release-readout", '{"level": 3}', "--resume", "none"]) == 0
+    assert json.loads((tmp_path / "release" / "config.json").read_text())["readout"] == {"level": 3}
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--release-readout", "{level: 2}"], "--release-readout must be a JSON object"),
+    (["--release-readout", '{"lvl": 2}'], "lvl"),
+    (["--release-best"], "--release-best needs validation"),
+    (["--max-kps", "0"], "max_kps must be an integer >= 1, got 0"),
+    (["--size", "0", "96"], r"size must be \(height, width\), two integers >= 1, got"),
+    (["--model", "cats_resnet18", "--channels", "8"], "--channels shape an mmnet_<backbone> model"),
+    (["--model", "scot_resnet18"], "'scot_resnet18' is not a trainable architecture"),
+])
+def test_cli_bad_training_options_fail_before_training(tmp_path: Path, extra: list[str], message: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--csv", str(_write_csv(tmp_path)), "--no-pretrained-backbone", "--model", "mmnet_resnet18", "--steps", "1",
+            "--out", str(tmp_path / "run"), "--release", str(tmp_path / "rel"), "--no-progress", *extra]
+    assert _train_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_cli_trains_and_releases_cats_and_lpmflow(tmp_path: Path) -> None:
+    """`--model cats_<backbone>` and `--init <LPMFlow folder>` train with their own objectives and release through
+    their family's save function."""
+    import json
+
+    from mmnet.matching.lpmflow import load_lpmflow, save_lpmflow
+
+    csv_path = _write_csv(tmp_path)
+    common = ["--csv", str(csv_path), "--steps", "1", "--batch-size", "1", "--warmup", "0", "--no-progress",
+              "--threads", "1"]
+    assert _train_cli([*common, "--model", "cats_resnet18", "--no-pretrained-backbone", "--size", "64", "64",
+                       "--objective", "keypoint", "--out", str(tmp_path / "cats"),
+                       "--release", str(tmp_path / "r1")]) == 0
+    config = json.loads((tmp_path / "r1" / "config.json").read_text())
+    assert config["architecture"] == "cats_resnet18" and config["training"]["command"].startswith("mmnet train ")
+    assert json.loads((tmp_path / "cats" / "config.json").read_text())["train"]["objective"] == "keypoint"
+    save_lpmflow(_tiny_lpmflow(), tmp_path / "lpm", readout={"preset": "official"})
+    assert _train_cli([*common, "--init", str(tmp_path / "lpm"), "--flow-target", "official",
+                       "--out", str(tmp_path / "lpmrun"), "--release", str(tmp_path / "r2")]) == 0
+    released = load_lpmflow(tmp_path / "r2")
+    assert released.readout == {"preset": "official"} and released.config == _tiny_lpmflow().config

@@ -1,16 +1,20 @@
-"""``python -m mmnet.train`` (also ``torchrun ... -m mmnet.train``): train or fine-tune an MMNet.
+"""``mmnet train`` = ``python -m mmnet.train`` (also ``torchrun ... -m mmnet.train``): train or fine-tune an MMNet,
+CATs or LPMFlow model, each with its own objective, on the same data sources.
 
 Examples::
 
     python -m mmnet.train --dataset cub --pairs trn_pairs_cub_cls001-050_sameclass_seed0.csv \\
         --photos photos --synthetic-ratio 0.3 --steps 2000 --out runs/cub
-    python -m mmnet.train --csv my_pairs.csv --image-root my_images --init mmnet_efficientnet_lite2.cub_photos
+    python -m mmnet.train --csv my_pairs.csv --image-root my_images --init mmnet_efficientnet_lite2.cub_photos \\
+        --out runs/mine --release runs/mine/release
+    mmnet train --model cats_efficientnet_lite2 --dataset pf-pascal --lr 3e-5 --out runs/cats
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 
 import torch
 
-from mmnet.errors import MMNetError
+from mmnet.errors import InputError, MMNetError
 from mmnet.train.pairs import Augment, CsvPairs, MixedPairs, SupervisedPairs, default_data_root
 from mmnet.train.synthetic import SyntheticPairs, WarpConfig
 from mmnet.train.trainer import TrainConfig, Trainer, init_distributed
@@ -37,8 +41,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p = parser or argparse.ArgumentParser(prog="python -m mmnet.train", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="mmnet_efficientnet_lite2", help="architecture mmnet_<backbone>")
-    m.add_argument("--init", help="start from these MMNet weights (registered name, folder or hub id)")
+    m.add_argument("--model", default="mmnet_efficientnet_lite2",
+                   help="architecture of a fresh model: mmnet_<backbone>, cats_<backbone> or lpmflow_<vit>; its family "
+                   "picks the objective (see --objective)")
+    m.add_argument("--init", help="start from these released weights of any of those families (registered name, "
+                   "folder or hub id); replaces --model")
     m.add_argument("--no-pretrained-backbone", action="store_true", help="random backbone (tests only)")
     m.add_argument("--channels", type=int, help="feature channels of a fresh model's head (default 21, the paper's)")
     m.add_argument("--levels", type=int, help="matching levels of a fresh model, coarsest first (default: one per "
@@ -87,8 +94,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    "if it exists; 'none': start over")
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     r.add_argument("--device")
-    r.add_argument("--release", help="write the final weights here with save_pretrained (fp16)")
+    r.add_argument("--release", help="write the final weights here (model.safetensors in fp16 + config.json, with "
+                   "the family's save function)")
     r.add_argument("--release-best", action="store_true", help="release the best validated weights instead")
+    r.add_argument("--release-readout", metavar="JSON",
+                   help="readout recorded in the release, e.g. '{\"level\": 2}' (MMNet) or "
+                   "'{\"preset\": \"official\"}' (CATs, LPMFlow); default: the readout of --init (a fresh model: "
+                   "the family's default, {})")
     r.add_argument("--no-progress", action="store_true")
     return p
 
@@ -165,6 +177,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args)
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The ``mmnet train ...`` command of `args`: every option that differs from its default, with its real flag
+    (recorded in a release's config.json; pasted into a shell, it parses to the same options)."""
+    words = ["mmnet", "train"]
+    for action in build_parser()._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if action.nargs == 0:  # store_true
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        elif isinstance(value, bool):
+            words += [flag, str(value).lower()]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _release_readout(args: argparse.Namespace, family: Any) -> dict[str, Any] | None:
+    """The checked --release-readout (None: keep the model's own readout)."""
+    if args.release_readout is None:
+        return None
+    try:
+        readout = json.loads(args.release_readout)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--release-readout must be a JSON object such as '{{\"level\": 2}}', got "
+                         f"{args.release_readout!r} ({exc.msg})") from None
+    return family.check_readout(readout)
+
+
+def _check_release_options(args: argparse.Namespace) -> None:
+    """Release flags that would fail only after training fail now."""
+    from mmnet.checks import check_writable_dir
+
+    if args.release:
+        check_writable_dir("--release", args.release)
+    if args.release_best and not (args.val_dataset and args.val_every):
+        raise InputError("--release-best needs validation to pick the best weights: add --val-dataset NAME and "
+                         "--val-every N, or drop --release-best to release the final weights")
+    if (args.release_best or args.release_readout) and not args.release:
+        raise InputError("--release-best and --release-readout shape a release: add --release DIR")
+
+
+def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(model, its training family) from --init (released weights of any family) or a fresh --model."""
+    from mmnet.train.families import architecture_of, family_for_architecture
+
+    family = family_for_architecture(architecture_of(args.init) if args.init else args.model)
+    overrides = {k: getattr(args, k) for k in ("channels", "levels") if getattr(args, k) is not None}
+    if overrides and family.name != "mmnet":
+        raise InputError(f"{' and '.join('--' + k for k in overrides)} shape an mmnet_<backbone> model, not "
+                         f"{args.init or args.model}; drop them")
+    if args.init:
+        model = family.load_weights(args.init)
+        for key, value in overrides.items():  # a fine-tuned model keeps the architecture of --init
+            if getattr(model.config, key) != value:
+                raise InputError(f"--{key} {value} differs from the {key} of --init {args.init} "
+                                 f"({getattr(model.config, key)}): a fine-tuned model keeps its architecture; "
+                                 f"drop --{key}")
+        return model, family
+    from mmnet.zoo import create_model
+
+    return create_model(args.model, pretrained_backbone=not args.no_pretrained_backbone, **overrides), family
+
+
+def release(args: argparse.Namespace, model: Any, family: Any, readout: dict[str, Any] | None, steps: int) -> None:
+    """Write --release with the family's save function (fp16): the final (or best) weights, the readout of the
+    model (--init's) unless --release-readout says otherwise, and the command that trained it."""
+    final = family.load_weights(Path(args.out) / "best") if args.release_best else model
+    family.save_weights(final, args.release, dtype=torch.float16, readout=readout,
+                        extra={"training": {"command": command_line(args), "steps": steps}})
+    print(f"released {args.release}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed `train` command line."""
     argv = getattr(args, "argv", None) or sys.argv[1:]
@@ -174,35 +264,22 @@ def run(args: argparse.Namespace) -> int:
         rank, _ = init_distributed()
         config = TrainConfig(**{k: getattr(args, k) for k in TrainConfig().to_dict() if k not in ("extra",)
                                 if hasattr(args, k)})
-        config.extra = {"argv": list(argv)}
-        from mmnet.zoo import create_model
-
+        config.extra = {"argv": list(argv), "command": command_line(args)}
+        _check_release_options(args)
         torch.manual_seed(config.seed)
-        if args.init:
-            from mmnet.zoo import from_pretrained
-
-            model = from_pretrained(args.init)
-        else:
-            overrides = {k: getattr(args, k) for k in ("channels", "levels") if getattr(args, k) is not None}
-            model = create_model(args.model, pretrained_backbone=not args.no_pretrained_backbone, **overrides)
+        model, family = build_model(args)
+        readout = _release_readout(args, family)
         size = tuple(args.size) if args.size else tuple(model.preprocess.size)
         data = build_data(args, size, model.preprocess.mean, model.preprocess.std)
         validate = build_validator(args)
         config.val_every = args.val_every
         trainer = Trainer(model, data, config, args.out, validate=validate, device=args.device,
                           progress=not args.no_progress)
-        resume = None if args.resume == "none" else args.resume
-        result = trainer.fit(resume=resume)
+        result = trainer.fit(resume=None if args.resume == "none" else args.resume)
         if rank == 0:
             print(json.dumps(result))
             if args.release:
-                from mmnet.zoo import from_pretrained, save_pretrained
-
-                final = from_pretrained(Path(args.out) / "best") if args.release_best else model
-                save_pretrained(final, args.release, dtype=torch.float16,
-                                extra={"training": {"command": "python -m mmnet.train " + " ".join(argv),
-                                                    "steps": result["step"]}})
-                print(f"released {args.release}")
+                release(args, model, family, readout, result["step"])
     except MMNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

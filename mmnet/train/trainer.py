@@ -1,4 +1,5 @@
-"""The MMNet trainer: multi-scale sparse loss, parameter groups, schedules, AMP, accumulation, DDP, exact resume.
+"""The trainer of every trainable family (MMNet, CATs, LPMFlow: `mmnet.train.families`): the family's loss,
+parameter groups, schedules, AMP, accumulation, DDP, exact resume.
 
 Training is counted in optimiser steps. The sample order of every epoch is a permutation drawn from
 ``(seed, epoch)`` and sharded over ranks; augmentation is a function of ``(seed, epoch, index)``; so a run
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -27,8 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmnet.errors import CheckpointError, InputError
-from mmnet.models.mmnet import MMNet
-from mmnet.train.loss import mmnet_loss
+from mmnet.train.families import Objective, TrainFamily, family_of
 from mmnet.train.pairs import PairSource, collate
 
 BackboneMode = Literal["frozen", "last1", "last2", "last3", "full"]
@@ -39,7 +40,7 @@ class TrainConfig:
     """Every knob of a training run (stored in each checkpoint and in ``config.json`` of the run folder).
 
     steps: optimiser steps; batch_size: pairs per rank per forward; accumulate: forwards per step.
-    lr: learning rate of the MMNet head; backbone_lr_mult: factor for the trainable backbone blocks.
+    lr: learning rate of the head (all but the backbone); backbone_lr_mult: factor for trainable backbone blocks.
     train_backbone: "frozen", "lastN" (the N coarsest scale groups of the backbone train) or "full".
     freeze_bn: keep the backbone's BatchNorm layers in eval mode (always true for frozen blocks).
     optimizer: "adamw" or "sgd" (momentum 0.9); schedule: "cosine" (to lr * min_lr_ratio) or "step"
@@ -48,6 +49,9 @@ class TrainConfig:
     loss_levels: train on the coarsest N levels only (0: all); finer levels are neither run nor changed.
     max_minutes: stop (with a checkpoint) after this much wall time in this process (0: no limit); the
     schedule still runs to `steps`, so a later `fit` resumes where it stopped.
+    convention, loss_levels: MMNet's loss (pixel convention; the coarsest N levels only, 0: all).
+    objective: "default" (the family's), or for CATs "flow" / "keypoint"; flow_target: "keypoints" or "official"
+    (CATs, LPMFlow); rptc_schedule: "code" or "supplement" (LPMFlow). See `mmnet.train.families`.
     """
 
     steps: int = 1000
@@ -75,6 +79,9 @@ class TrainConfig:
     max_minutes: float = 0.0
     convention: Literal["center", "corner"] = "center"
     loss_levels: int = 0
+    objective: Literal["default", "flow", "keypoint"] = "default"
+    flow_target: Literal["keypoints", "official"] = "keypoints"
+    rptc_schedule: Literal["code", "supplement"] = "code"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,6 +102,9 @@ class TrainConfig:
         check_choice("amp", self.amp, ("bf16", "fp16", "off"))
         check_choice("convention", self.convention, ("center", "corner"))
         check_int("loss_levels", self.loss_levels, min=0)
+        check_choice("objective", self.objective, ("default", "flow", "keypoint"))
+        check_choice("flow_target", self.flow_target, ("keypoints", "official"))
+        check_choice("rptc_schedule", self.rptc_schedule, ("code", "supplement"))
         if not isinstance(self.freeze_bn, bool):
             raise InputError(f"freeze_bn must be True or False, got {self.freeze_bn!r}")
         if not isinstance(self.extra, dict):
@@ -123,22 +133,9 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
     return dist_info()
 
 
-class _LossModule(nn.Module):
-    """The model plus its loss in `forward`, so DistributedDataParallel sees (and syncs) the whole step."""
-
-    def __init__(self, model: MMNet, convention: str, levels: int = 0) -> None:
-        super().__init__()
-        self.model, self.convention, self.levels = model, convention, levels
-
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
-        return mmnet_loss(self.model, src, tgt, src_kps, tgt_kps, valid, self.convention,  # type: ignore[arg-type]
-                          self.levels)
-
-
 # -- parameter groups ------------------------------------------------------------------------------------------
 
-def backbone_trainable_prefixes(model: MMNet, mode: str) -> list[str]:
+def backbone_trainable_prefixes(model: nn.Module, mode: str) -> list[str]:
     """Parameter-name prefixes of the backbone blocks that train under `mode`."""
     if mode == "frozen":
         return []
@@ -150,7 +147,7 @@ def backbone_trainable_prefixes(model: MMNet, mode: str) -> list[str]:
     return [f"backbone.body.{block}." for g in groups for block in g.blocks]
 
 
-def configure_trainable(model: MMNet, mode: str) -> list[str]:
+def configure_trainable(model: nn.Module, mode: str) -> list[str]:
     """Set requires_grad of the backbone according to `mode`; the head always trains. Returns the prefixes."""
     prefixes = backbone_trainable_prefixes(model, mode)
     for name, p in model.named_parameters():
@@ -158,7 +155,7 @@ def configure_trainable(model: MMNet, mode: str) -> list[str]:
     return prefixes
 
 
-def set_train_mode(model: MMNet, config: TrainConfig) -> None:
+def set_train_mode(model: nn.Module, config: TrainConfig) -> None:
     """model.train(), then BatchNorm of the backbone back to eval where it is frozen (or `freeze_bn`)."""
     model.train()
     prefixes = backbone_trainable_prefixes(model, config.train_backbone)
@@ -169,7 +166,7 @@ def set_train_mode(model: MMNet, config: TrainConfig) -> None:
                 module.eval()
 
 
-def param_groups(model: MMNet, config: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """Head and backbone groups, each split into decayed weights and undecayed biases/norm parameters."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -184,7 +181,7 @@ def param_groups(model: MMNet, config: TrainConfig) -> list[dict[str, Any]]:
     return out
 
 
-def make_optimizer(model: MMNet, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, config)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
@@ -286,34 +283,59 @@ def load_training_checkpoint(path: str | Path, device: str | torch.device = "cpu
 
 # -- the trainer -----------------------------------------------------------------------------------------------
 
-Validator = Callable[[MMNet], dict[str, float]]
+Validator = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class _Clock:
+    """Wall-clock marks of one `fit` call and the loss/throughput window of the next log row."""
+
+    start: float = field(default_factory=time.perf_counter)
+    last_checkpoint: float = field(default_factory=time.perf_counter)
+    window_start: float = field(default_factory=time.perf_counter)
+    losses: list[float] = field(default_factory=list)
+    pairs: int = 0
+
+    def add(self, loss: float, pairs: int) -> None:
+        self.losses.append(loss)
+        self.pairs += pairs
+
+    def next_window(self, now: float) -> None:
+        self.losses, self.pairs, self.window_start = [], 0, now
+
+
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "pairs_per_s", "elapsed_s", "metrics"]
 
 
 class Trainer:
     """Train `model` on `data` (a pair source, see `mmnet.train.pairs`) into the run folder `out_dir`.
 
-    `validate(model) -> {"name": value}` runs every `config.val_every` steps on rank 0 (e.g. `pck_validator`);
-    the model is handed over in eval mode and put back into training mode after. Files in `out_dir`:
-    ``config.json``, ``log.csv`` (one row per `log_every` steps and per validation), ``last.pt`` (the resume
-    checkpoint, rewritten every `checkpoint_minutes` / `checkpoint_every` steps and at the end) and ``best/``
-    (save_pretrained of the best validation, when validating).
+    `model` is an MMNet, CATs or LPMFlow network; its family (`mmnet.train.families`) supplies the loss, the
+    save function of ``best/`` and the matcher of validation. `validate(model) -> {"name": value}` runs every
+    `config.val_every` steps on rank 0 (e.g. `pck_validator`); the model is handed over in eval mode and put back
+    into training mode after. Files in `out_dir`: ``config.json``, ``log.csv`` (one row per `log_every` steps and
+    per validation), ``last.pt`` (the resume checkpoint, rewritten every `checkpoint_minutes` /
+    `checkpoint_every` steps and at the end) and ``best/`` (the best validation's weights, when validating).
     """
 
-    def __init__(self, model: MMNet, data: PairSource, config: TrainConfig, out_dir: str | Path,
+    def __init__(self, model: nn.Module, data: PairSource, config: TrainConfig, out_dir: str | Path,
                  validate: Validator | None = None, device: str | torch.device | None = None,
                  progress: bool = True) -> None:
         self.config, self.out_dir, self.validate, self.progress = config, Path(out_dir), validate, progress
         self.rank, self.world = dist_info()
+        self.family: TrainFamily = family_of(model)
+        self.family.check_config(config)
         if device is None:
             device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.data = data
         configure_trainable(self.model, config.train_backbone)
-        self.loss_module: nn.Module = _LossModule(self.model, config.convention, config.loss_levels)
+        self.objective: Objective = self.family.make_objective(self.model, config)
+        self.loss_module: nn.Module = self.objective
         if self.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
-                self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config), last_epoch=-1)
@@ -369,12 +391,20 @@ class Trainer:
             self.data.set_epoch(epoch)
             sampler = _EpochOrder(len(self.data), cfg.seed, epoch, self.rank, self.world,
                                   start=offset * cfg.batch_size)
+            # the loader's own generator: creating it must not draw from the global torch RNG, which random
+            # layers (dropout, LPMFlow's token replacement) use and the checkpoint restores
             loader = DataLoader(_AsDataset(self.data), batch_size=cfg.batch_size, sampler=sampler,
                                 num_workers=cfg.num_workers, collate_fn=collate, drop_last=True,
-                                pin_memory=self.device.type == "cuda")
+                                pin_memory=self.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch + self.rank))
             for batch in loader:
                 position += 1
                 yield batch
+
+    @property
+    def epoch(self) -> int:
+        """The data epoch the next optimiser step starts in."""
+        return self.step * self.config.accumulate // self.batches_per_epoch
 
     def _forward_backward(self, batch: dict[str, torch.Tensor], sync: bool) -> float:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -387,6 +417,30 @@ class Trainer:
             self.scaler.scale(loss / self.config.accumulate).backward()
         return float(loss.detach())
 
+    def _optimizer_step(self) -> None:
+        """Clip (after unscaling), step the optimiser and the scaler, clear the gradients, advance the schedule."""
+        cfg = self.config
+        if cfg.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> tuple[float, int]:
+        """One optimiser step over `accumulate` batches; returns (mean loss, pairs seen by all ranks)."""
+        cfg = self.config
+        self.objective.set_epoch(self.epoch)
+        loss, pairs = 0.0, 0
+        for micro in range(cfg.accumulate):
+            batch = next(batches)
+            loss += self._forward_backward(batch, sync=micro == cfg.accumulate - 1) / cfg.accumulate
+            pairs += len(batch["src"]) * self.world
+        self._optimizer_step()
+        self.step += 1
+        return loss, pairs
+
     def run_validation(self) -> dict[str, float]:
         if self.validate is None or self.rank != 0:
             return {}
@@ -398,77 +452,88 @@ class Trainer:
             set_train_mode(self.model, self.config)
         return metrics
 
-    def fit(self, resume: str | Path | None = None, stop_at: int | None = None) -> dict[str, Any]:
-        """Train to `config.steps` (or only up to step `stop_at`, with a checkpoint there); resume from a
-        checkpoint path (or "auto": ``out_dir/last.pt`` if present)."""
+    def _validate_if_due(self) -> dict[str, float]:
+        """Validation every `val_every` steps and at the last step; the best first metric is saved in ``best/``."""
+        cfg = self.config
+        if not cfg.val_every or (self.step % cfg.val_every and self.step != cfg.steps):
+            return {}
+        metrics = self.run_validation()
+        if metrics and self.rank == 0:
+            score = next(iter(metrics.values()))
+            if self.best is None or score > self.best:
+                self.best = score
+                self.family.save_weights(self.model, self.out_dir / "best",
+                                         extra={"training": {"step": self.step, "metrics": metrics}})
+        return metrics
+
+    def _log_if_due(self, clock: _Clock, metrics: dict[str, float]) -> None:
+        """A log.csv row every `log_every` steps, at each validation and at the last step (rank 0)."""
+        cfg = self.config
+        if self.rank != 0 or not (self.step % cfg.log_every == 0 or metrics or self.step == cfg.steps):
+            return
+        now = time.perf_counter()
+        row = [self.step, self.step * cfg.accumulate // self.batches_per_epoch, f"{float(np.mean(clock.losses)):.4f}",
+               f"{self.scheduler.get_last_lr()[0]:.3g}", f"{clock.pairs / max(now - clock.window_start, 1e-9):.3f}",
+               f"{now - clock.start:.1f}", json.dumps(metrics) if metrics else ""]
+        with open(self.out_dir / "log.csv", "a", newline="") as fh:
+            csv.writer(fh).writerow(row)
+        clock.next_window(now)
+
+    def _checkpoint_if_due(self, clock: _Clock, end: int) -> bool:
+        """Save ``last.pt`` when due (steps or minutes), out of time or at `end`; True when out of time."""
+        cfg = self.config
+        due = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
+            cfg.checkpoint_minutes and time.perf_counter() - clock.last_checkpoint > 60 * cfg.checkpoint_minutes)
+        out_of_time = bool(cfg.max_minutes) and time.perf_counter() - clock.start > 60 * cfg.max_minutes
+        if due or out_of_time or self.step == end:
+            self.save_checkpoint()
+            clock.last_checkpoint = time.perf_counter()
+        return out_of_time
+
+    def _say(self, line: str) -> None:
+        """One line for the person running the job (rank 0, stderr, beside the progress bar)."""
+        if self.rank == 0:
+            print(line, file=sys.stderr, flush=True)
+
+    def _start(self, resume: str | Path | None) -> None:
+        """Run folder, resume (one line saying from where), warm-up check, config.json, log header, train mode."""
         cfg = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume == "auto":
             resume = self.out_dir / "last.pt" if (self.out_dir / "last.pt").is_file() else None
         if resume is not None:
             self.load_checkpoint(resume)
+            self._say(f"resuming from {resume} at step {self.step} of {cfg.steps} (to start over instead: "
+                      "--resume none, or fit(resume=None) with another out_dir)")
+        if cfg.warmup > cfg.steps:
+            self._say(f"warning: warmup ({cfg.warmup} steps) is longer than the run ({cfg.steps} steps): the "
+                      f"learning rate only reaches {cfg.steps / cfg.warmup:.2g} x lr and never decays; lower "
+                      "--warmup or raise --steps")
         if self.rank == 0:
             (self.out_dir / "config.json").write_text(json.dumps(
-                {"train": cfg.to_dict(), "model": self.model.config.to_dict(), "world_size": self.world},
-                indent=2, default=str) + "\n")
-        log_path = self.out_dir / "log.csv"
-        fields = ["step", "epoch", "loss", "lr", "pairs_per_s", "elapsed_s", "metrics"]
-        if self.rank == 0 and not log_path.exists():
-            with open(log_path, "w", newline="") as fh:
-                csv.writer(fh).writerow(fields)
+                {"train": cfg.to_dict(), "architecture": self.model.architecture,
+                 "model": self.model.config.to_dict(), "world_size": self.world}, indent=2, default=str) + "\n")
+            log_path = self.out_dir / "log.csv"
+            if not log_path.exists():
+                with open(log_path, "w", newline="") as fh:
+                    csv.writer(fh).writerow(LOG_FIELDS)
         set_train_mode(self.model, cfg)
-        batches = self._batches()
-        start, last_ckpt, window_start = time.perf_counter(), time.perf_counter(), time.perf_counter()
-        losses: list[float] = []
-        pairs_in_window = 0
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0,
-                   desc="train", unit="step")
-        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
-        while self.step < end:
-            step_loss = 0.0
-            for micro in range(cfg.accumulate):
-                batch = next(batches)
-                step_loss += self._forward_backward(batch, sync=micro == cfg.accumulate - 1) / cfg.accumulate
-                pairs_in_window += len(batch["src"]) * self.world
-            if cfg.clip_grad > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], cfg.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            self.step += 1
-            losses.append(step_loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.2f}")
-            metrics: dict[str, float] = {}
-            if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                metrics = self.run_validation()
-                if metrics and self.rank == 0:
-                    score = next(iter(metrics.values()))
-                    if self.best is None or score > self.best:
-                        self.best = score
-                        from mmnet.zoo import save_pretrained
 
-                        save_pretrained(self.model, self.out_dir / "best",
-                                        extra={"training": {"step": self.step, "metrics": metrics}})
-            if self.rank == 0 and (self.step % cfg.log_every == 0 or metrics or self.step == cfg.steps):
-                now = time.perf_counter()
-                row = [self.step, self.step * cfg.accumulate // self.batches_per_epoch,
-                       f"{float(np.mean(losses)):.4f}", f"{self.scheduler.get_last_lr()[0]:.3g}",
-                       f"{pairs_in_window / max(now - window_start, 1e-9):.3f}", f"{now - start:.1f}",
-                       json.dumps(metrics) if metrics else ""]
-                with open(log_path, "a", newline="") as fh:
-                    csv.writer(fh).writerow(row)
-                losses, pairs_in_window, window_start = [], 0, now
-            due = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
-                cfg.checkpoint_minutes and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes)
-            out_of_time = bool(cfg.max_minutes) and time.perf_counter() - start > 60 * cfg.max_minutes
-            if due or out_of_time or self.step == end:
-                self.save_checkpoint()
-                last_ckpt = time.perf_counter()
-            if out_of_time:
+    def fit(self, resume: str | Path | None = None, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to `config.steps` (or only up to step `stop_at`, with a checkpoint there); resume from a
+        checkpoint path (or "auto": ``out_dir/last.pt`` if present)."""
+        self._start(resume)
+        end = self.config.steps if stop_at is None else min(stop_at, self.config.steps)
+        batches, clock = self._batches(), _Clock()
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not self.progress or self.rank != 0,
+                   desc="train", unit="step")
+        while self.step < end:
+            loss, pairs = self.train_step(batches)
+            clock.add(loss, pairs)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.2f}")
+            self._log_if_due(clock, self._validate_if_due())
+            if self._checkpoint_if_due(clock, end):
                 break
         bar.close()
-        return {"step": self.step, "best": self.best, "seconds": time.perf_counter() - start}
+        return {"step": self.step, "best": self.best, "seconds": time.perf_counter() - clock.start}
