@@ -5,6 +5,7 @@
 The csv has a header and one row per pair: `source_image,target_image,XA,YA,XB,YB[,flip]`, where XA/YA are
 ';'-separated x/y pixel coordinates in the source image and XB/YB the matching ones in the target image
 (same count; `nan` or an empty entry marks a point missing in one image); `flip=1` uses the pair mirrored.
+Coordinates are in the frame an image viewer shows (EXIF orientation applied, as `mmnet match` reads them).
 Image paths are relative to --image-root (default: the csv's folder). Example row:
 
     source_image,target_image,XA,YA,XB,YB
@@ -33,5 +34,7 @@ data = SupervisedPairs(CsvPairs(args.csv, args.image_root), size=model.preproces
 config = TrainConfig(steps=args.steps, batch_size=min(4, len(data)), lr=args.lr, warmup=20,
                      train_backbone="frozen")
 Trainer(model, data, config, args.out).fit(resume="auto")
-save_pretrained(model, f"{args.out}/release", dtype=torch.float16)
+# keep the readout the released weights were tuned with (e.g. level 2 for the cub_photos weights): without it the
+# release would read the finest level and predictions would move although the weights barely changed
+save_pretrained(model, f"{args.out}/release", dtype=torch.float16, readout=model.readout)
 print(f"weights in {args.out}/release; use them with mmnet.Matcher.from_pretrained('{args.out}/release')")

@@ -489,3 +489,19 @@ def test_cli_trains_and_releases_cats_and_lpmflow(tmp_path: Path) -> None:
                        "--out", str(tmp_path / "lpmrun"), "--release", str(tmp_path / "r2")]) == 0
     released = load_lpmflow(tmp_path / "r2")
     assert released.readout == {"preset": "official"} and released.config == _tiny_lpmflow().config
+
+
+def test_finetune_example_keeps_the_readout_of_its_weights(tmp_path: Path) -> None:
+    """examples/finetune_custom_csv.py from the bundled weights: the release reads out like them (level 2)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    csv_path = _write_csv(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(root / "examples" / "finetune_custom_csv.py"), str(csv_path), "--out",
+                    str(tmp_path / "run"), "--steps", "1"], check=True, env=env, capture_output=True, cwd=tmp_path)
+    released = json.loads((tmp_path / "run" / "release" / "config.json").read_text())["readout"]
+    original = json.loads((root / "weights" / "mmnet_efficientnet_lite2.cub_photos" / "config.json").read_text())
+    assert released == original["readout"] and released["level"] == 2
