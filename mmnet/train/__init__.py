@@ -1,6 +1,8 @@
-"""Training and fine-tuning MMNet: pair sources (benchmark datasets, custom csv lists, synthetic warps of any
-photo folder, mixtures) and a trainer with exact resume and DDP. Command line: ``python -m mmnet.train``."""
+"""Training and fine-tuning MMNet, CATs and LPMFlow: pair sources (benchmark datasets, custom csv lists, synthetic
+warps of any photo folder, mixtures) and a trainer with exact resume and DDP that takes each family's objective
+(`mmnet.train.families`). Command line: ``mmnet train`` or ``python -m mmnet.train``."""
 
+from mmnet.train.families import TrainFamily, family_of
 from mmnet.train.pairs import (
     Augment,
     CsvPairs,
@@ -22,5 +24,6 @@ from mmnet.train.trainer import (
 from mmnet.train.validate import pck_validator
 
 __all__ = ["Augment", "CsvPairs", "MixedPairs", "RandomWarp", "SupervisedPairs", "SyntheticPairs",
-           "ThinPlateSpline", "TrainConfig", "Trainer", "WarpConfig", "collate", "configure_trainable",
-           "default_data_root", "init_distributed", "lr_factor", "make_optimizer", "param_groups", "pck_validator"]
+           "ThinPlateSpline", "TrainConfig", "TrainFamily", "Trainer", "WarpConfig", "collate", "configure_trainable",
+           "default_data_root", "family_of", "init_distributed", "lr_factor", "make_optimizer", "param_groups",
+           "pck_validator"]

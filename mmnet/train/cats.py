@@ -1,6 +1,7 @@
 """CATs training objectives: the flow loss (official or keypoint targets), an MMNet-style keypoint loss, and the
-official optimiser groups. Not wired into `Trainer` yet; each function takes a model and a batch of the trainer's
-form (normalised images (B, 3, H, W), keypoints (B, N, 2) in pixels of those images, validity (B, N)).
+official optimiser groups. `Trainer` uses them through `mmnet.train.families.CatsObjective`; each function takes a
+model and a batch of the trainer's form (normalised images (B, 3, H, W), keypoints (B, N, 2) in pixels of those
+images, validity (B, N)).
 
 The model runs as ``model(src, tgt)``: flow on the source's 16 x 16 grid into the target, in cells (the official
 ``model(target, source)`` with the roles named the mmnet way, docs/cats.md).
