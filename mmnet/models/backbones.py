@@ -76,6 +76,8 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
 
 def list_backbones() -> list[str]:
+    """Names of the registered backbones, sorted; each is a model of every family (``mmnet_<name>``,
+    ``scot_<name>``, ``cats_<name>``)."""
     return sorted(_BACKBONES)
 
 
