@@ -1,4 +1,4 @@
-"""torch.hub entry points: ``torch.hub.load("<owner>/mmnet", "mmnet_efficientnet_lite2", pretrained=True)``.
+"""torch.hub entry points: ``torch.hub.load("mmnet-org/mmnet", "mmnet_efficientnet_lite2", pretrained=True)``.
 
 Every registered architecture is an entry point (`mmnet.list_models`): one with a trainable network returns it
 (`mmnet.create_model`), a training-free one its matcher (`mmnet.create_matcher`). ``matcher`` returns a ready

@@ -42,7 +42,9 @@ TSV = {"spair": "state_dict_cats.tsv", "pfpascal": "state_dict_cats_pfpascal-hyp
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 needs_reference = pytest.mark.skipif(not (REFERENCE / "check_values.json").is_file(),
-                                     reason=f"CATs reference values not found in {REFERENCE}")
+                                     reason="needs values computed with the official CATs code (reference notes "
+                                     f"kept beside the repository, not shipped with it), looked for in {REFERENCE}; "
+                                     "set MMNET_CATS_REFERENCE to that folder to run it")
 
 
 def tsv_rows(ids: str) -> list[dict[str, str]]:

@@ -55,7 +55,9 @@ TIMM = {"fcn-resnet101": ("resnet101s", {"output_stride": 8}), "resnet50": ("res
 def official_docs() -> Path:
     """`../shared/docs/official-mmnet-checkpoints` (or `$MMNET_DOCS/official-mmnet-checkpoints`)."""
     if not (DOCS / "NOTES.md").is_file():
-        pytest.skip(f"the official checkpoint layout notes are not at {DOCS} (set MMNET_DOCS to shared/docs)")
+        pytest.skip(f"needs the key lists of the official MMNet checkpoints (reference notes kept beside the "
+                    f"repository, not shipped with it), looked for in {DOCS}; set MMNET_DOCS to the folder above "
+                    "official-mmnet-checkpoints/ to run it")
     return DOCS
 
 
