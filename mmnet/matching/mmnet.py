@@ -21,6 +21,7 @@ from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
 from .geometry import Convention, bilinear_cells, blend_rows, grid_to_pixels, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
 from .readouts import OFFICIAL_INPUT_SIZE, PRESETS, ReadoutConfig, check_preset, read_scores
+from .transport import gather_rows, transport_table
 
 #: The smallest input side: one cell at the coarsest (stride 32) level.
 MIN_INPUT_SIDE = 32
@@ -50,7 +51,7 @@ class Matcher(BaseMatcher):
         preset: None (default): the checkpoint's own readout (its config.json); ``"finest"``: the finest level,
             soft-argmax, cell centres; ``"official"``: the official test's readout and input (level 2, argmax,
             cell corners, 224 x 320 without antialias). ``"default"`` is a deprecated name of ``"finest"``.
-            Keyword `readout` fields (``level``, ``method``, ``window``, ``convention``) override it.
+            Keyword `readout` fields (``level``, ``method``, ``window``, ``convention``, ``ot_*``) override it.
         input_size: (H, W) the images are resized to (default: the checkpoint's).
         amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA, except with the
             official readout, which runs in float32 like the official test.
@@ -118,6 +119,13 @@ class Matcher(BaseMatcher):
         return torch.stack([grid_to_pixels(p, size, self.preprocess.size, conv) for p, size in zip(pixels, sizes,
                                                                                                    strict=True)])
 
+    def _transport(self, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor]) -> torch.Tensor | None:
+        """The ``"ot"`` readout's rows of every source cell (B, M, ht, wt), or None for the other readouts."""
+        if self.readout.method != "ot":
+            return None
+        return transport_table(self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size,
+                               self.chunk_size)
+
     def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
                points: list[torch.Tensor]) -> list[MatchResult]:
         src, src_sizes = self._inputs(sources)
@@ -130,12 +138,14 @@ class Matcher(BaseMatcher):
         with self.autocast():
             src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
             src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
+            table = self._transport(src_feats, tgt_feats)
             read = []
             # `chunk_size` points per step: the correlation rows of all points at once would need
             # 4 x N x (target cells) floats (18 GB for a million points)
             for chunk in pixels_to_grid(padded, size, src_grid, conv).split(self.chunk_size, dim=1):
                 cells, weights = bilinear_cells(chunk, src_grid)
-                rows = self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
+                rows = (self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
+                        if table is None else gather_rows(table, cells.flatten(1)))
                 read.append(read_scores(blend_rows(rows, weights), self.readout))
             grid_xy, scores = torch.cat([r[0] for r in read], 1), torch.cat([r[1] for r in read], 1)
         target = self._to_target_pixels(grid_xy, tgt_grid, tgt_sizes)
@@ -148,8 +158,10 @@ class Matcher(BaseMatcher):
             src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
             (h, w), tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
-            read = [read_scores(self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1],
-                                self.readout) for chunk in all_cells.split(self.chunk_size, dim=1)]
+            table = self._transport(src_feats, tgt_feats)
+            read = [read_scores(self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1]
+                                if table is None else gather_rows(table, chunk), self.readout)
+                    for chunk in all_cells.split(self.chunk_size, dim=1)]
         target = self._to_target_pixels(torch.cat([r[0] for r in read], 1), tgt_grid, tgt_sizes)
         cell_maps = torch.cat([target.transpose(1, 2), torch.cat([r[1] for r in read], 1)[:, None]], 1)
         cell_maps = cell_maps.view(len(src), 3, h, w)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..checks import check_choice, check_int, check_keys
+from ..checks import check_bool, check_choice, check_float, check_int, check_keys
 from ..errors import InputError
 from .geometry import Convention, argmax_readout, soft_argmax_readout
 
@@ -17,6 +17,8 @@ from .geometry import Convention, argmax_readout, soft_argmax_readout
 OFFICIAL_INPUT_SIZE = (224, 320)
 #: The official readout: level 2 (stride 8), source to target, hard argmax, cell corners.
 OFFICIAL_READOUT: dict[str, Any] = {"level": 2, "method": "argmax", "convention": "corner"}
+#: Readout methods; ``"ot"`` is `mmnet.matching.transport` followed by the soft-argmax window.
+METHODS = ("softargmax", "argmax", "ot")
 
 
 @dataclass(frozen=True)
@@ -24,22 +26,43 @@ class ReadoutConfig:
     """How scores become positions.
 
     level: which level's complemented scores to read (coarse to fine; -1 = finest, 2 = the official choice).
-    method: ``"softargmax"`` (sub-cell mean in a `window` x `window` patch around the argmax) or ``"argmax"``.
+    method: ``"softargmax"`` (sub-cell mean in a `window` x `window` patch around the argmax), ``"argmax"``, or
+        ``"ot"``: SCOT's optimal transport (and optionally Hough voting) over all cells of the level, then
+        soft-argmax in the `window` (`mmnet.matching.transport`).
     convention: ``"center"`` or ``"corner"`` (official) grid/pixel convention, see `mmnet.matching.geometry`.
+    ot_epsilon: entropic regularisation of the ``"ot"`` readout, in the model's score units (1 = the softmax
+        temperature the model was trained with; smaller is closer to a one-to-one assignment).
+    ot_iterations: at most this many Sinkhorn updates (stops earlier at an L1 row-marginal error of 1e-3).
+    ot_exponent: power of the plan (rescaled by the number of source cells), as SCOT's `exponent`.
+    ot_masses: ``"uniform"`` or ``"confidence"`` (a cell's mass is the peak of its row / column softmax).
+    ot_hough: multiply the plan by SCOT's regularised Hough votes of each match's offset.
+    The ``ot_*`` fields are ignored by the other methods.
     """
 
     level: int = -1
-    method: Literal["softargmax", "argmax"] = "softargmax"
+    method: Literal["softargmax", "argmax", "ot"] = "softargmax"
     window: int = 5
     convention: Convention = "center"
+    ot_epsilon: float = 1.0
+    ot_iterations: int = 100
+    ot_exponent: float = 1.0
+    ot_masses: Literal["uniform", "confidence"] = "uniform"
+    ot_hough: bool = False
 
     def __post_init__(self) -> None:
         check_int("level", self.level)
-        check_choice("method", self.method, ("softargmax", "argmax"))
+        check_choice("method", self.method, METHODS)
         check_int("window", self.window, min=1)
         if self.window % 2 == 0:
             raise InputError(f"window must be an odd integer >= 1 (a patch centred on the argmax), got {self.window}")
         check_choice("convention", self.convention, ("center", "corner"))
+        object.__setattr__(self, "ot_epsilon", check_float("ot_epsilon", self.ot_epsilon, min=0.0,
+                                                           min_inclusive=False))
+        check_int("ot_iterations", self.ot_iterations, min=1)
+        object.__setattr__(self, "ot_exponent", check_float("ot_exponent", self.ot_exponent, min=0.0,
+                                                            min_inclusive=False))
+        check_choice("ot_masses", self.ot_masses, ("uniform", "confidence"))
+        check_bool("ot_hough", self.ot_hough)
 
     @classmethod
     def from_dict(cls, data: Any) -> ReadoutConfig:
@@ -88,7 +111,7 @@ def read_scores(scores: torch.Tensor, readout: ReadoutConfig) -> tuple[torch.Ten
     """Score maps (B, N, h, w) -> grid xy (B, N, 2) and confidences (B, N) in [0, 1], by `readout.method`."""
     if readout.method == "argmax":
         return argmax_readout(scores)
-    if readout.method == "softargmax":
+    if readout.method in ("softargmax", "ot"):  # "ot": `scores` are the log final scores of the transport
         return soft_argmax_readout(scores, readout.window)
     raise InputError(f"unknown readout method {readout.method!r}")
 
