@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,108 @@ class Backbone(nn.Module):
             grouped.append(list(outs[i:i + len(info.blocks)]))
             i += len(info.blocks)
         return grouped
+
+    def stream(self, x: torch.Tensor, sink: Callable[[int, int, torch.Tensor], None]) -> None:
+        """Run the backbone and hand each tapped block output to ``sink(group, block, tensor)`` as soon as it
+        exists, finest group first; no tap is kept afterwards (the working memory of one block, not of all taps).
+
+        The same graph as `forward` (same modules, same order), so the taps are identical.
+        """
+        _stream_graph(self)(x, sink)
+
+    def fold_batchnorm(self) -> Backbone:
+        """Fold every inference-mode BatchNorm that directly follows a convolution into that convolution (its
+        weight scaled, a bias added) and replace the BatchNorm by its activation (or nothing). In place, for
+        inference only: the parameter names change (conv biases appear, BatchNorm entries go), so a folded
+        backbone can no longer be trained or saved; `MMNet.fold_batchnorm` marks its model accordingly."""
+        body = self.body
+        users: dict[Any, int] = {}
+        for node in body.graph.nodes:
+            for arg in node.all_input_nodes:
+                users[arg] = users.get(arg, 0) + 1
+        outputs = {n for node in body.graph.nodes if node.op == "output" for n in node.all_input_nodes}
+        for node in body.graph.nodes:
+            if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+                continue
+            (conv_node,) = node.args
+            bn = body.get_submodule(node.target)
+            if not (isinstance(bn, nn.BatchNorm2d) and getattr(conv_node, "op", None) == "call_module"
+                    and users.get(conv_node) == 1 and conv_node not in outputs and bn.track_running_stats
+                    and bn.running_mean is not None):
+                continue
+            conv = body.get_submodule(conv_node.target)
+            if type(conv) not in (nn.Conv2d, *_SAME_CONVS) or conv.out_channels != bn.num_features:
+                continue
+            with torch.no_grad():
+                scale = torch.rsqrt(bn.running_var + bn.eps)
+                if bn.weight is not None:
+                    scale = scale * bn.weight
+                shift = -bn.running_mean * scale
+                if bn.bias is not None:
+                    shift = shift + bn.bias
+                if conv.bias is not None:
+                    shift = shift + conv.bias * scale
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(shift)
+            parent, _, leaf = node.target.rpartition(".")
+            rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
+                    if m is not None and not isinstance(m, nn.Identity)]
+            body.get_submodule(parent).register_module(leaf, nn.Sequential(*rest) if rest else nn.Identity())
+        self.__dict__.pop("_streamed", None)
+        return self
+
+
+def _same_convs() -> tuple[type, ...]:
+    try:
+        from timm.layers import Conv2dSame
+    except ImportError:  # older timm
+        return ()
+    return (Conv2dSame,)
+
+
+_SAME_CONVS = _same_convs()
+
+
+def _stream_graph(backbone: Backbone) -> nn.Module:
+    """A copy of the backbone's FX graph that calls a sink after each tap and returns only the last one.
+
+    FX frees every value after its last use, so a tap lives only until the sink has consumed it. Cached on the
+    backbone outside its module tree (no state_dict entries; it shares `body`'s modules, and a deep copy of the
+    backbone copies it along with them).
+    """
+    cached = backbone.__dict__.get("_streamed")
+    if cached is not None:
+        return cached
+    from torch import fx
+
+    body = backbone.body
+    taps = [(g, j) for g, info in enumerate(backbone.groups) for j in range(len(info.blocks))]
+    tap_index: dict[fx.Node, int] = {}
+    for node in body.graph.nodes:
+        if node.op == "output":
+            for i, tap in enumerate(node.args[0].values()):
+                tap_index.setdefault(tap, i)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    nodes = [n for n in body.graph.nodes if n.op != "output"]
+    for node in (n for n in nodes if n.op == "placeholder"):
+        env[node] = graph.node_copy(node, lambda n: env[n])
+    sink = graph.placeholder("sink")
+    last = None
+    for node in (n for n in nodes if n.op != "placeholder"):
+        env[node] = graph.node_copy(node, lambda n: env[n])
+        if node in tap_index:
+            g, j = taps[tap_index[node]]
+            graph.call_function(_call_sink, (sink, g, j, env[node]))
+            last = env[node]
+    graph.output(last)
+    module = fx.GraphModule(body, graph)
+    backbone.__dict__["_streamed"] = module
+    return module
+
+
+def _call_sink(sink: Callable[[int, int, torch.Tensor], None], group: int, block: int, x: torch.Tensor) -> None:
+    sink(group, block, x)
 
 
 def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec, *, revision: str | None = None,

@@ -118,17 +118,40 @@ class MMNet(nn.Module):
     def features(self, images: torch.Tensor, up_to: int = -1) -> list[torch.Tensor]:
         """Normalised images (B, 3, H, W) -> fused features of levels 0..`up_to`, coarse to fine, (B, C, h_l, w_l).
 
-        Levels finer than `up_to` (default: all) are not computed: their SEMs and fusions are skipped.
+        Levels finer than `up_to` (default: all) are not computed: their SEMs and fusions are skipped. Each SEM
+        runs as soon as its backbone block has produced its output (`Backbone.stream`), so the taps are never
+        all held at once; the sums are taken in the same order as over a list of taps, so the result is the same.
         """
         first = self.num_levels - 1 - up_to % self.num_levels  # finest group index needed
-        taps = self.backbone(images)[self.skipped_groups:]
-        summed = {g: sum(sem(t) for sem, t in zip(self.sems[g], taps[g], strict=True))
-                  for g in range(first, self.num_levels)}
-        attended = {g: self.attentions[g](x) for g, x in summed.items()}
+        summed: dict[int, torch.Tensor] = {}
+
+        def sink(group: int, block: int, tap: torch.Tensor) -> None:
+            g = group - self.skipped_groups
+            if g >= first:
+                out = self.sems[g][block](tap)
+                summed[g] = out if g not in summed else summed[g] + out
+
+        self.backbone.stream(images, sink)
+        attended = {g: self.attentions[g](summed[g]) for g in range(first, self.num_levels)}
         fused = [attended[self.num_levels - 1]]
         for g in reversed(range(first, self.num_levels - 1)):
             fused.append(self.fusions[g](attended[g], fused[-1]))
         return fused
+
+    def fold_batchnorm(self) -> MMNet:
+        """Fold the backbone's BatchNorm layers into their convolutions for inference (in place; outputs equal up
+        to float rounding, about 5 % less CPU time). The model is then inference-only: `train()` and saving it
+        raise `InputError`; build a fresh model from the checkpoint to train."""
+        self.eval()
+        self.backbone.fold_batchnorm()
+        self.folded = True
+        return self
+
+    def train(self, mode: bool = True) -> MMNet:
+        if mode and getattr(self, "folded", False):
+            raise InputError("this MMNet has its BatchNorm folded into its convolutions for inference "
+                             "(Matcher.create / fold_batchnorm): it cannot be trained; load the checkpoint again")
+        return super().train(mode)
 
     def pair_features(self, src: torch.Tensor, tgt: torch.Tensor,
                       up_to: int = -1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -59,6 +59,9 @@ def save_pretrained(model: MMNet, directory: str | Path, *, dtype: torch.dtype =
     """
     if not isinstance(model, MMNet):
         raise InputError(f"model must be an MMNet, got {describe(model)}")
+    if getattr(model, "folded", False):
+        raise InputError("this MMNet has its BatchNorm folded for inference (Matcher.create / fold_batchnorm): "
+                         "save the checkpoint it was loaded from instead")
     if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise InputError(f"dtype must be a floating torch dtype (torch.float32, float16, bfloat16), got {dtype!r}")
     readout = dict(getattr(model, "readout", {}) or {}) if readout is None else dict(readout)
