@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
-from ..checks import check_bool, check_int, check_keys, check_size, describe
+from ..checks import check_bool, check_choice, check_int, check_keys, check_size, describe
 from ..errors import InputError
 from ..models.mmnet import MMNet, MMNetConfig
 from ..zoo._factory import from_pretrained
+from . import coarse_to_fine
 from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
 from .geometry import Convention, bilinear_cells, blend_rows, grid_to_pixels, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
@@ -56,11 +57,20 @@ class Matcher(BaseMatcher):
         amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA, except with the
             official readout, which runs in float32 like the official test.
         chunk_size: source cells per step in dense flow, and keypoints per step in `match`.
+        micro_batch: pairs per network forward in `match_batch` / `flow_batch` (default: 1 on the CPU, where
+            larger batches made each image slower (see docs/benchmarks.md), all pairs at once on a GPU).
+        flow_search: ``"exact"`` (default): dense flow scores every target cell; ``"coarse-to-fine"``: the
+            coarsest level is searched whole and each finer level only within `search_radius` cells of the up-
+            sampled coarser best match (much faster on large images; accuracy in docs/benchmarks.md).
+        fold_batchnorm: fold the backbone's BatchNorm into its convolutions (in place: the model becomes
+            inference-only; same outputs up to float rounding). `Matcher.create` / `from_pretrained` do it for
+            the model they load; off for a model you pass, which you may still want to train.
     """
 
     def __init__(self, model: MMNet, *, device: str | torch.device | None = None, preset: str | None = None,
                  input_size: tuple[int, int] | None = None, amp: bool | None = None, chunk_size: int = 2048,
-                 **readout: Any) -> None:
+                 micro_batch: int | None = None, flow_search: str = "exact", search_radius: int = 3,
+                 fold_batchnorm: bool = False, **readout: Any) -> None:
         if not isinstance(model, MMNet):
             raise InputError(f"model must be an MMNet (mmnet.create_model or mmnet.from_pretrained), got "
                              f"{describe(model)}")
@@ -69,12 +79,18 @@ class Matcher(BaseMatcher):
         if amp is not None:
             check_bool("amp", amp)
         self.chunk_size = check_int("chunk_size", chunk_size, min=1)
+        self.micro_batch = None if micro_batch is None else check_int("micro_batch", micro_batch, min=1)
+        self.flow_search = check_choice("flow_search", flow_search, ("exact", "coarse-to-fine"))
+        self.search_radius = check_int("search_radius", search_radius, min=0)
+        check_bool("fold_batchnorm", fold_batchnorm)
         if input_size is not None:
             input_size = check_size("input_size", input_size, min=MIN_INPUT_SIDE)
         super().__init__(device)
         base = PRESETS[preset] if preset else ReadoutConfig(**model.readout)
         self.readout = replace(base, **readout)
         self.model = model.eval().to(self.device)
+        if fold_batchnorm and not getattr(model, "folded", False):
+            model.fold_batchnorm()
         self.name = model.architecture
         preprocess = model.preprocess
         if preset == "official":
@@ -86,12 +102,15 @@ class Matcher(BaseMatcher):
             raise InputError(f"level {self.readout.level} out of range: level must be an integer in "
                              f"[{-model.num_levels}, {model.num_levels - 1}] for this model's {model.num_levels} "
                              "levels (coarse to fine)")
+        if self.flow_search == "coarse-to-fine" and self.readout.method == "ot":
+            raise InputError("flow_search='coarse-to-fine' needs a per-row readout (argmax or softargmax), not 'ot'")
 
     @classmethod
     def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
                cache_dir: str | Path | None = None, local_files_only: bool = False, **kwargs: Any) -> Matcher:
         """The registry's matcher factory: weights (registered name, hub repo id, folder or file) wrapped in a
         `Matcher` (``pretrained=False``: a fresh model of the architecture); kwargs go to `Matcher`."""
+        kwargs.setdefault("fold_batchnorm", True)  # the model is ours: fold it for inference
         if not pretrained:
             return cls(create_mmnet(str(name_or_path)), **kwargs)
         model = from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
@@ -126,8 +145,20 @@ class Matcher(BaseMatcher):
         return transport_table(self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size,
                                self.chunk_size)
 
+    def _steps(self, count: int) -> list[slice]:
+        """The pairs of each network forward: `micro_batch` at a time (default 1 on the CPU, all on a GPU)."""
+        size = self.micro_batch or (count if self.device.type != "cpu" else 1)
+        return [slice(i, i + size) for i in range(0, count, size)]
+
     def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
                points: list[torch.Tensor]) -> list[MatchResult]:
+        return [r for s in self._steps(len(sources)) for r in self._match_step(sources[s], targets[s], points[s])]
+
+    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
+        return [r for s in self._steps(len(sources)) for r in self._flow_step(sources[s], targets[s])]
+
+    def _match_step(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
+                    points: list[torch.Tensor]) -> list[MatchResult]:
         src, src_sizes = self._inputs(sources)
         tgt, tgt_sizes = self._inputs(targets)
         n = max(max(len(p) for p in points), 1)
@@ -151,17 +182,23 @@ class Matcher(BaseMatcher):
         target = self._to_target_pixels(grid_xy, tgt_grid, tgt_sizes)
         return [MatchResult(target[i, : len(p)].cpu(), scores[i, : len(p)].cpu()) for i, p in enumerate(points)]
 
-    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
+    def _flow_step(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
         src, src_sizes = self._inputs(sources)
         tgt, tgt_sizes = self._inputs(targets)
         with self.autocast():
             src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
             (h, w), tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
-            table = self._transport(src_feats, tgt_feats)
-            read = [read_scores(self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1]
-                                if table is None else gather_rows(table, chunk), self.readout)
-                    for chunk in all_cells.split(self.chunk_size, dim=1)]
+            if self.flow_search == "coarse-to-fine":
+                windows, origin = coarse_to_fine.search(src_feats, tgt_feats, self._level, self.search_radius,
+                                                        self.chunk_size)
+                xy, conf = read_scores(windows, self.readout)
+                read = [(xy + origin.flip(-1).to(xy.dtype), conf)]
+            else:
+                table = self._transport(src_feats, tgt_feats)
+                read = [read_scores(self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1]
+                                    if table is None else gather_rows(table, chunk), self.readout)
+                        for chunk in all_cells.split(self.chunk_size, dim=1)]
         target = self._to_target_pixels(torch.cat([r[0] for r in read], 1), tgt_grid, tgt_sizes)
         cell_maps = torch.cat([target.transpose(1, 2), torch.cat([r[1] for r in read], 1)[:, None]], 1)
         cell_maps = cell_maps.view(len(src), 3, h, w)
