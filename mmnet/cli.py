@@ -424,6 +424,9 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--frame", type=parse_frame, default=None,
                    help="where PCK is measured: original (default) or HxW, e.g. 224x320 (the official MMNet frame)")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first N pairs")
+    p.add_argument("--batch-size", type=positive_int, default=1,
+                   help="pairs per model call; above 1 (or with --workers) images are decoded in a DataLoader")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader processes decoding images")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: cuda when available)")
     p.add_argument("--preset", choices=PRESET_CHOICES, help=PRESET_HELP)
     p.add_argument("--offline", action="store_true", help="load weights from the local hub cache only")

@@ -36,7 +36,8 @@ def run_eval(args: argparse.Namespace) -> int:
     results = []
     for name in args.model:
         result = evaluate(load_matcher(name, args), dataset, alphas=args.alpha, threshold=args.threshold,
-                          frame=args.frame, progress=not args.no_progress, limit=args.limit, name=name)
+                          frame=args.frame, progress=not args.no_progress, limit=args.limit, name=name,
+                          batch_size=getattr(args, "batch_size", 1), num_workers=getattr(args, "workers", 0))
         print(result.table(), end="\n\n", flush=True)
         results.append(result)
     if len(results) > 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +35,8 @@ def _numpy(points: Any) -> np.ndarray:
 
 def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequence[float] = (0.05, 0.1, 0.15),
              threshold: str | None = None, frame: tuple[int, int] | None = None, progress: bool = True,
-             limit: int | None = None, name: str | None = None) -> EvalResult:
+             limit: int | None = None, name: str | None = None, batch_size: int = 1,
+             num_workers: int = 0) -> EvalResult:
     """PCK of `matcher` on the first `limit` pairs of `dataset` (all when None).
 
     For each pair: `matcher.match(src_image, tgt_image, src_kps)` with PIL RGB images (decoded on first
@@ -45,6 +46,9 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
     "bbox" SPair-71k and CUB); `frame` (H, W) evaluates in an anisotropically resized target frame.
     Pairs without a valid keypoint are not matched and are excluded from the means. `dataset` is an
     `mmnet.data` dataset or any sized object with `load(i) -> (src_image, tgt_image, PairRecord)`.
+
+    `batch_size` > 1 or `num_workers` > 0: images are decoded in a `DataLoader` (`num_workers` processes, as
+    uint8 tensors) and a matcher with `match_batch` gets `batch_size` pairs per call; the scores are the same.
     """
     if not callable(getattr(matcher, "match", None)):
         raise InputError(f"matcher must have a match(source, target, keypoints) method, got {describe(matcher)}")
@@ -63,6 +67,8 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
     frame = None if frame is None else check_size("frame", frame)
     if limit is not None:
         limit = check_int("limit", limit, min=1)
+    batch_size = check_int("batch_size", batch_size, min=1)
+    num_workers = check_int("num_workers", num_workers, min=0)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     data_name = getattr(dataset, "name", type(dataset).__name__)
     if count == 0:
@@ -73,19 +79,73 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
     scores: list[PairScore] = []
     start = time.perf_counter()
     root = getattr(dataset, "root", None)
-    for i in tqdm(range(count), desc=f"{label} on {data_name}", disable=not progress, unit="pair"):
-        src, tgt, rec = dataset.load(i, lazy=True) if isinstance(dataset, PairDataset) else dataset.load(i)
-        with src, tgt:
+    bar = tqdm(total=count, desc=f"{label} on {data_name}", disable=not progress, unit="pair")
+    for items in _batches(dataset, count, batch_size, num_workers):
+        todo = [(src, tgt, rec) for _, src, tgt, rec in items if rec.n_valid]
+        preds = _predict(matcher, todo)
+        for i, src, tgt, rec in items:
             if rec.n_valid:
-                pred = _numpy(matcher.match(src, tgt, rec.src_kps[rec.valid]).keypoints)
-                distances, length = score_pair(pred, rec, threshold, frame)
+                distances, length = score_pair(_numpy(preds.pop(0)), rec, threshold, frame)
             else:
                 distances, length = np.zeros(0), float("nan")
-        scores.append(PairScore(i, _relative(rec.src_path, root), _relative(rec.tgt_path, root), rec.category,
-                                distances, length, dict(rec.flags)))
+            for image in (src, tgt):
+                if isinstance(image, Image.Image):
+                    image.close()
+            scores.append(PairScore(i, _relative(rec.src_path, root), _relative(rec.tgt_path, root), rec.category,
+                                    distances, length, dict(rec.flags)))
+        bar.update(len(items))
+    bar.close()
     if not any(p.n_kps for p in scores):
         raise DatasetError(f"{data_name}: none of the {len(scores)} evaluated pair(s) has a keypoint valid in both "
                            "images, so there is nothing to score")
     return EvalResult(scores, alphas=alphas, threshold=threshold, frame=None if frame is None else tuple(frame),
                       dataset=data_name, split=getattr(dataset, "split", ""), model=label,
                       seconds=time.perf_counter() - start)
+
+
+def _predict(matcher: Any, todo: list[tuple[Any, Any, Any]]) -> list[Any]:
+    """Predicted target keypoints of each (source, target, record): one `match_batch` call when the matcher has
+    one and there are several pairs, else `match` per pair."""
+    if not todo:
+        return []
+    kps = [rec.src_kps[rec.valid] for _, _, rec in todo]
+    if len(todo) > 1 and callable(getattr(matcher, "match_batch", None)):
+        results = matcher.match_batch([s for s, _, _ in todo], [t for _, t, _ in todo], kps)
+    else:
+        results = [matcher.match(s, t, k) for (s, t, _), k in zip(todo, kps, strict=True)]
+    return [r.keypoints for r in results]
+
+
+class _Decoded:
+    """Pairs decoded to uint8 tensors (3, H, W), for `DataLoader` workers."""
+
+    def __init__(self, dataset: Any, count: int) -> None:
+        self.dataset, self.count = dataset, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[int, Any, Any, Any]:
+        import torch
+
+        src, tgt, rec = self.dataset.load(i)
+        with src, tgt:
+            images = [torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+                      for im in (src, tgt)]
+        return i, images[0], images[1], rec
+
+
+def _batches(dataset: Any, count: int, batch_size: int, num_workers: int) -> Iterator[list[tuple[int, Any, Any, Any]]]:
+    """Lists of (index, source, target, record). batch_size 1 without workers: lazily opened PIL images (a matcher
+    that needs only the sizes never decodes them); otherwise tensors decoded by a DataLoader."""
+    if batch_size == 1 and num_workers == 0:
+        for i in range(count):
+            src, tgt, rec = dataset.load(i, lazy=True) if isinstance(dataset, PairDataset) else dataset.load(i)
+            yield [(i, src, tgt, rec)]
+        return
+    from torch.utils.data import DataLoader  # torch only for the batched path
+
+    loader = DataLoader(_Decoded(dataset, count), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=list, prefetch_factor=4 if num_workers else None,
+                        persistent_workers=False)
+    yield from loader
