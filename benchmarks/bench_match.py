@@ -1,91 +1,265 @@
-"""Milliseconds per pair and peak memory of keypoint transfer and dense flow, sparse rows vs full 4-D volumes.
+# ruff: noqa: B023  (the lambdas are run by interleave() before the loop variables change)
+"""Throughput of MMNet keypoint transfer and dense flow: contenders interleaved (A, B, A, B, ...) in one process,
+medians and ratios against the backbone alone; working memory of each contender from its own baseline.
 
-    python benchmarks/bench_match.py [--sizes 224x320 480x640] [--backbones efficientnet_lite2 resnet101]
+    python benchmarks/bench_match.py                          # CPU: head cost, batching, flow, variants
+    python benchmarks/bench_match.py --device cuda            # GPU: pairs/s at batch 1/8/32/128, fp32/bf16/compile
 
-Each case runs in a fresh subprocess (so peak memory is its own): build the model (random weights: speed does
-not depend on them), warm up, then time `--repeats` runs and print the median. Peak memory is the growth of the
-process's peak RSS over its RSS after the warm-up input was prepared (CPU), or torch's peak allocation (CUDA).
+Random weights (speed does not depend on them), 20 keypoints per pair. CPU sections:
+  head     backbone alone (timm, unfolded) vs keypoint transfer (the Matcher: folded BatchNorm, streamed SEMs)
+  batch    8 single `match` calls vs one `match_batch` of 8 pairs
+  flow     exact dense flow vs coarse-to-fine (--flow-sizes)
+  variants keypoint transfer: eager vs channels_last vs torch.compile (backbone), same model
+Memory (CPU): peak RSS growth over a baseline taken right before that contender's first run, in a fresh
+subprocess per contender (`--memory`), since peak RSS never goes down.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import torch
-from timing import measure
 
 import mmnet
-from mmnet.matching.geometry import bilinear_cells, blend_rows, pixels_to_grid, soft_argmax_readout
 
-MODES = ("keypoints-sparse", "keypoints-full", "flow-chunked", "flow-full")
 NUM_KEYPOINTS = 20
 
 
-def _full_volume_keypoints(matcher: mmnet.Matcher, src: torch.Tensor, tgt: torch.Tensor, kpts: torch.Tensor) -> None:
-    """Keypoint transfer the way the official code does it: build every full volume, then read rows."""
-    from mmnet.matching.images import prepare
-
-    size = matcher.preprocess.size
-    volume = matcher.model(prepare(src[None], matcher.preprocess), prepare(tgt[None], matcher.preprocess))[-1]
-    grid = volume.shape[1:3]
-    cells, weights = bilinear_cells(pixels_to_grid(pixels_to_grid(kpts[None], src.shape[1:], size), size, grid), grid)
-    soft_argmax_readout(blend_rows(volume.flatten(1, 2)[0, cells.flatten()][None], weights))
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
-def _full_volume_flow(matcher: mmnet.Matcher, src: torch.Tensor, tgt: torch.Tensor) -> None:
-    from mmnet.matching.images import prepare
+def interleave(contenders: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
+    """Each contender once as warm-up, then `repeats` rounds A, B, C, ...; median seconds of each."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for work in contenders.values():
+        work()
+    for _ in range(repeats):
+        for name, work in contenders.items():
+            _sync(device)
+            start = time.perf_counter()
+            work()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
-    volume = matcher.model(prepare(src[None], matcher.preprocess), prepare(tgt[None], matcher.preprocess))[-1]
-    soft_argmax_readout(volume.flatten(1, 2))
+
+def _inputs(size: tuple[int, int], pairs: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3, *size, generator=g) for _ in range(2 * pairs)]
+    kpts = torch.rand(NUM_KEYPOINTS, 2, generator=g) * torch.tensor([size[1] - 1.0, size[0] - 1.0])
+    return images[0::2], images[1::2], kpts
 
 
-def run_case(backbone: str, size: tuple[int, int], mode: str, repeats: int, device: str) -> dict:
+def _matcher(backbone: str, size: tuple[int, int], device: str, **kwargs) -> mmnet.Matcher:
     torch.manual_seed(0)
-    matcher = mmnet.Matcher(mmnet.create_model(f"mmnet_{backbone}"), device=device, input_size=size)
-    src, tgt = torch.rand(3, *size), torch.rand(3, *size)
-    kpts = torch.rand(NUM_KEYPOINTS, 2) * torch.tensor([size[1] - 1, size[0] - 1])
-    work = {
-        "keypoints-sparse": lambda: matcher.match(src, tgt, kpts),
-        "keypoints-full": lambda: _full_volume_keypoints(matcher, src.to(device), tgt.to(device), kpts.to(device)),
-        "flow-chunked": lambda: matcher.flow(src, tgt),
-        "flow-full": lambda: _full_volume_flow(matcher, src.to(device), tgt.to(device)),
-    }[mode]
+    return mmnet.Matcher(mmnet.create_model(f"mmnet_{backbone}"), device=device, input_size=size,
+                         fold_batchnorm=True, **kwargs)
+
+
+def _timm_backbone(backbone: str, device: str):
+    import timm
+
+    from mmnet.models.backbones import get_backbone_spec
+
+    spec = get_backbone_spec(backbone)
+    return timm.create_model(spec.timm_name, num_classes=0, **spec.timm_kwargs).eval().to(device)
+
+
+def cpu_head(backbones: list[str], size: tuple[int, int], repeats: int) -> None:
+    print(f"\n== head cost: ms per pair (both images), {size[0]}x{size[1]}, median of {repeats} interleaved ==")
+    print(f"{'backbone':<20}{'timm backbone':>15}{'mmnet backbone':>16}{'keypoints':>11}"
+          f"{'kp / timm':>11}{'kp / mmnet bb':>15}")
+    print("  kp L: keypoint transfer read at level L (3: finest, stride 4; 2: stride 8, the released Lite2's and the "
+          "official level)")
+    print(f"{'backbone':<20}{'timm backbone':>15}{'mmnet backbone':>16}{'kp L3':>9}{'kp L2':>9}"
+          f"{'L3 / timm':>11}{'L2 / timm':>11}{'L2 / mmnet bb':>15}")
+    for backbone in backbones:
+        finest = _matcher(backbone, size, "cpu")
+        level2 = mmnet.Matcher(finest.model, device="cpu", input_size=size, level=2)
+        net = _timm_backbone(backbone, "cpu")
+        (src,), (tgt,), kpts = _inputs(size, 1)
+        x = torch.randn(2, 3, *size)
+        with torch.inference_mode():
+            t = interleave({
+                "timm": lambda: net.forward_features(x),
+                "ours": lambda: finest.model.backbone.stream(x, lambda *a: None),
+                "L3": lambda: finest.match(src, tgt, kpts),
+                "L2": lambda: level2.match(src, tgt, kpts),
+            }, repeats, "cpu")
+        print(f"{backbone:<20}{t['timm'] * 1e3:>12.0f} ms{t['ours'] * 1e3:>13.0f} ms{t['L3'] * 1e3:>6.0f} ms"
+              f"{t['L2'] * 1e3:>6.0f} ms{t['L3'] / t['timm']:>10.2f}x{t['L2'] / t['timm']:>10.2f}x"
+              f"{t['L2'] / t['ours']:>14.2f}x", flush=True)
+
+
+def cpu_batch(backbone: str, size: tuple[int, int], repeats: int, pairs: int = 8) -> None:
+    print(f"\n== batching: {pairs} pairs, {size[0]}x{size[1]}, {backbone}, median of {repeats} interleaved ==")
+    matcher = _matcher(backbone, size, "cpu")
+    one_forward = mmnet.Matcher(matcher.model, device="cpu", input_size=size, micro_batch=pairs)
+    sources, targets, kpts = _inputs(size, pairs)
+    t = interleave({
+        "single calls": lambda: [matcher.match(s, g, kpts) for s, g in zip(sources, targets, strict=True)],
+        "match_batch (default)": lambda: matcher.match_batch(sources, targets, [kpts] * pairs),
+        f"match_batch, micro_batch={pairs}": lambda: one_forward.match_batch(sources, targets, [kpts] * pairs),
+    }, repeats, "cpu")
+    for name, s in t.items():
+        print(f"  {name:<28}{pairs / s:8.2f} pairs/s  ({s / t['single calls']:.2f}x the time of single calls)")
+
+
+def cpu_flow(backbone: str, sizes: list[tuple[int, int]], repeats: int, radius: int) -> None:
+    print(f"\n== dense flow: exact vs coarse-to-fine (radius {radius}), {backbone}, median of {repeats} ==")
+    for size in sizes:
+        exact = _matcher(backbone, size, "cpu")
+        fast = mmnet.Matcher(exact.model, device="cpu", input_size=size, flow_search="coarse-to-fine",
+                             search_radius=radius)
+        (src,), (tgt,), _ = _inputs(size, 1)
+        t = interleave({"exact": lambda: exact.flow(src, tgt), "c2f": lambda: fast.flow(src, tgt)}, repeats, "cpu")
+        a, b = exact.flow(src, tgt), fast.flow(src, tgt)
+        diff = (a.flow - b.flow).norm(dim=0)
+        print(f"  {size[0]}x{size[1]:<6} exact {t['exact']:7.2f} s  coarse-to-fine {t['c2f']:7.2f} s  "
+              f"speed-up {t['exact'] / t['c2f']:5.1f}x   (random weights: |flow difference| mean {diff.mean():.1f} px)",
+              flush=True)
+
+
+def cpu_variants(backbone: str, size: tuple[int, int], repeats: int, compile_: bool) -> None:
+    print(f"\n== variants of keypoint transfer, {backbone}, {size[0]}x{size[1]}, median of {repeats} interleaved ==")
+    eager = _matcher(backbone, size, "cpu")
+    cl = _matcher(backbone, size, "cpu")
+    cl.model.to(memory_format=torch.channels_last)
+    contenders = {"eager (NCHW)": eager, "channels_last": cl}
+    if compile_:
+        comp = _matcher(backbone, size, "cpu")
+        comp.model.features = torch.compile(comp.model.features)
+        contenders["torch.compile (features)"] = comp
+    (src,), (tgt,), kpts = _inputs(size, 1)
+    start = time.perf_counter()
+    if compile_:
+        with torch.inference_mode():
+            contenders["torch.compile (features)"].match(src, tgt, kpts)
+        print(f"  (torch.compile: first call {time.perf_counter() - start:.0f} s)")
     with torch.inference_mode():
-        matcher.match(src, tgt, kpts[:1])  # warm-up: allocator, backbone
-        ms, peak_mb = measure(work, repeats, device)
-    return {"ms": ms, "peak_mb": peak_mb}
+        t = interleave({n: (lambda m=m: m.match(src, tgt, kpts)) for n, m in contenders.items()}, repeats, "cpu")
+    base = t["eager (NCHW)"]
+    for name, s in t.items():
+        print(f"  {name:<28}{s * 1e3:8.0f} ms  {s / base:.2f}x")
+
+
+def memory_case(backbone: str, size: tuple[int, int], mode: str) -> dict:
+    """Peak RSS of a fresh process: total (imports included) and the growth over the model-built baseline."""
+    def rss() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    matcher = _matcher(backbone, size, "cpu")
+    (src,), (tgt,), kpts = _inputs(size, 1)
+    base = rss()
+    with torch.inference_mode():
+        if mode == "keypoints":
+            matcher.match(src, tgt, kpts)
+        elif mode == "keypoints-100k":
+            g = torch.Generator().manual_seed(1)
+            matcher.match(src, tgt, torch.rand(100_000, 2, generator=g) * torch.tensor([size[1] - 1.0, size[0] - 1.0]))
+        else:
+            matcher.flow(src, tgt)
+    return {"total_mib": rss(), "working_mib": rss() - base, "model_mib": base}
+
+
+def cpu_memory(backbones: list[str], sizes: list[tuple[int, int]]) -> None:
+    print("\n== memory (CPU, fresh process per case): peak RSS MiB, imports included; working = growth over the"
+          " process after the model was built ==")
+    for backbone in backbones:
+        for size in sizes:
+            cells = []
+            for mode in ("keypoints", "keypoints-100k", "flow"):
+                case = f"{backbone}:{size[0]}x{size[1]}:{mode}"
+                out = subprocess.run([sys.executable, __file__, "--memory-case", case], capture_output=True, text=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+                cells.append(f"{mode} {r['total_mib']:.0f} total / {r['working_mib']:.0f} working" if r
+                             else f"{mode} failed")
+            print(f"  {backbone:<20}{size[0]}x{size[1]:<5} " + "; ".join(cells), flush=True)
+
+
+def gpu(backbones: list[str], size: tuple[int, int], repeats: int, batches: list[int], compile_: bool) -> None:
+    """pairs/s of keypoint transfer and dense flow at several batch sizes, fp32 / bf16 autocast / compiled."""
+    device = "cuda"
+    print(f"\n== GPU {torch.cuda.get_device_name()}: pairs/s, {size[0]}x{size[1]}, median of {repeats} interleaved ==")
+    print(f"{'backbone':<20}{'batch':>6}{'mode':>16}{'kp pairs/s':>12}{'flow pairs/s':>14}{'peak GiB':>10}")
+    for backbone in backbones:
+        for batch in batches:
+            sources, targets, kpts = _inputs(size, batch)
+            sources, targets = [s.to(device) for s in sources], [t.to(device) for t in targets]
+            modes = {"fp32": _matcher(backbone, size, device, amp=False),
+                     "bf16": _matcher(backbone, size, device, amp=True)}
+            if compile_:
+                m = _matcher(backbone, size, device, amp=True)
+                m.model.features = torch.compile(m.model.features, dynamic=False)
+                modes["bf16+compile"] = m
+            for name, m in modes.items():
+                torch.cuda.reset_peak_memory_stats()
+                try:
+                    t = interleave({"kp": lambda m=m: m.match_batch(sources, targets, [kpts] * batch),
+                                    "flow": lambda m=m: m.flow_batch(sources, targets)}, repeats, device)
+                except torch.cuda.OutOfMemoryError:
+                    print(f"{backbone:<20}{batch:>6}{name:>16}{'out of memory':>26}")
+                    torch.cuda.empty_cache()
+                    continue
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                print(f"{backbone:<20}{batch:>6}{name:>16}{batch / t['kp']:>12.0f}{batch / t['flow']:>14.1f}"
+                      f"{peak:>10.2f}", flush=True)
+            del modes
+            torch.cuda.empty_cache()
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["224x320", "480x640"])
-    parser.add_argument("--backbones", nargs="+", default=["efficientnet_lite2", "resnet101"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.case:
-        backbone, size, mode = args.case.split(":")
-        h, w = map(int, size.split("x"))
-        print(json.dumps(run_case(backbone, (h, w), mode, args.repeats, args.device)))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--backbones", nargs="+", default=["efficientnet_lite2", "resnet101"])
+    p.add_argument("--size", type=_size, default=(224, 320))
+    p.add_argument("--flow-sizes", type=_size, nargs="+", default=[(224, 320), (480, 640)])
+    p.add_argument("--memory-sizes", type=_size, nargs="+", default=[(224, 320), (480, 640)])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--radius", type=int, default=3, help="coarse-to-fine search radius")
+    p.add_argument("--sections", nargs="+", default=["head", "batch", "flow", "variants", "memory"],
+                   help="CPU sections to run")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow first call)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128], help="GPU batch sizes")
+    p.add_argument("--memory-case", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_case:
+        backbone, size, mode = args.memory_case.split(":")
+        print(json.dumps(memory_case(backbone, _size(size), mode)))
         return
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{NUM_KEYPOINTS} keypoints, median of {args.repeats} runs; random weights")
-    print(f"{'backbone':<20}{'input':<9}" + "".join(f"{m:>22}" for m in MODES) + f"{'kp speed-up':>13}{'flow mem':>10}")
-    for backbone in args.backbones:
-        for size in args.sizes:
-            cells = []
-            for mode in MODES:
-                out = subprocess.run([sys.executable, __file__, "--case", f"{backbone}:{size}:{mode}", "--repeats",
-                                      str(args.repeats), "--device", args.device], capture_output=True, text=True)
-                cells.append(json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None)
-            text = [f"{c['ms']:9.0f} ms {c['peak_mb']:6.0f} MB" if c else f"{'failed':>22}" for c in cells]
-            speed = f"{cells[1]['ms'] / cells[0]['ms']:.1f}x" if cells[0] and cells[1] else "-"
-            memory = f"{cells[3]['peak_mb'] / max(cells[2]['peak_mb'], 1):.1f}x" if cells[2] and cells[3] else "-"
-            print(f"{backbone:<20}{size:<9}" + "".join(f"{t:>22}" for t in text) + f"{speed:>13}{memory:>10}")
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
+          f"{NUM_KEYPOINTS} keypoints, random weights, {time.strftime('%Y-%m-%d')}")
+    if args.device.startswith("cuda"):
+        gpu(args.backbones, args.size, args.repeats, args.batches, args.compile)
+        return
+    if "head" in args.sections:
+        cpu_head(args.backbones, args.size, args.repeats)
+    if "batch" in args.sections:
+        cpu_batch(args.backbones[0], args.size, max(3, args.repeats // 2))
+    if "flow" in args.sections:
+        cpu_flow(args.backbones[0], args.flow_sizes, max(1, args.repeats // 3), args.radius)
+    if "variants" in args.sections:
+        cpu_variants(args.backbones[0], args.size, args.repeats, args.compile)
+    if "memory" in args.sections:
+        cpu_memory(args.backbones, args.memory_sizes)
 
 
 if __name__ == "__main__":
