@@ -220,8 +220,9 @@ def _cmd_match(args: argparse.Namespace) -> int:
     _prepare(args, ("json", "out"), figure="out")
     matcher = _matcher(args)
     result = matcher.match(args.source, args.target, points)
-    rows = [{"source": list(s), "target": [round(float(v), 2) for v in t], "score": round(float(c), 4)}
-            for s, t, c in zip(points, result.keypoints.tolist(), result.scores.tolist(), strict=True)]
+    rows: list[dict[str, Any]] = [
+        {"source": list(s), "target": [round(float(v), 2) for v in t], "score": round(float(c), 4)}
+        for s, t, c in zip(points, result.keypoints.tolist(), result.scores.tolist(), strict=True)]
     for i, row in enumerate(rows, 1):
         print(f"{i:>2}  ({row['source'][0]:7.1f}, {row['source'][1]:7.1f}) -> "
               f"({row['target'][0]:7.1f}, {row['target'][1]:7.1f})  score {row['score']:.3f}")

@@ -4,13 +4,15 @@ every public name in the API reference, and README's example distances as the ex
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import mmnet
 
 REPO = Path(__file__).resolve().parents[1]
-USER_DOCS = [REPO / "README.md", REPO / "examples" / "README.md", REPO / "hubconf.py", *sorted((REPO / "docs").rglob("*.md"))]
+USER_DOCS = [REPO / "README.md", REPO / "examples" / "README.md", REPO / "hubconf.py",
+             *sorted((REPO / "docs").rglob("*.md"))]
 
 
 def test_docs_send_nobody_to_notes_they_cannot_see():

@@ -7,6 +7,7 @@ dataset can be obtained. Every item is a `PairRecord` in original-image pixels w
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ def load_dataset(name: str, root: str | Path, split: str = "test", pairs: str | 
     cls = DATASETS.get(name.lower()) if isinstance(name, str) else None
     if cls is None:
         raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "root", "split", "pairs")]
+    # every loader is built as (root, split=..., pairs=..., **its own keywords); PairDataset itself takes no pair list
+    build: Callable[..., PairDataset] = cls
+    allowed = [p for p in inspect.signature(build).parameters if p not in ("root", "split", "pairs")]
     check_keys(f"keyword argument(s) for {cls.name}", kw, allowed)
-    return cls(root, split=split, pairs=pairs, **kw)
+    return build(root, split=split, pairs=pairs, **kw)
 
 
 __all__ = ["CUB", "DATASETS", "PFPascal", "PFWillow", "PairDataset", "PairRecord", "SPair", "load_dataset",

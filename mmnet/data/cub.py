@@ -115,7 +115,7 @@ class CUB(PairDataset):
                     raise f.error(n, f"empty cell in column {c!r}")
             classes = [f.number(line[c], n, c, integer=True) for c in ("source_class", "target_class")]
             category = Path(src).parent.name if classes[0] == classes[1] else "cross-species"
-            rows.append(_Row(self.images / src, self.images / tgt, kps[0], kps[1], valid, *boxes, category))
+            rows.append(_Row(self.images / src, self.images / tgt, kps[0], kps[1], valid, boxes[0], boxes[1], category))
         return rows
 
     @staticmethod
@@ -179,7 +179,7 @@ class CUB(PairDataset):
             cells = line.split(maxsplit=1)
             if len(cells) != 2:
                 raise f.error(i, f"expected '<image id> <path>', got {line.strip()!r}")
-            image = f.number(cells[0], i, "image id", integer=True)
+            image = int(f.number(cells[0], i, "image id", integer=True))
             if image in names:
                 raise f.error(i, f"image id {image} is listed twice")
             names[image] = cells[1].strip()

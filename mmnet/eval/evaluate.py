@@ -98,8 +98,9 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
     if not any(p.n_kps for p in scores):
         raise DatasetError(f"{data_name}: none of the {len(scores)} evaluated pair(s) has a keypoint valid in both "
                            "images, so there is nothing to score")
-    return EvalResult(scores, alphas=alphas, threshold=threshold, frame=None if frame is None else tuple(frame),
-                      dataset=data_name, split=getattr(dataset, "split", ""), model=label,
+    return EvalResult(scores, alphas=alphas, threshold=threshold,
+                      frame=None if frame is None else (int(frame[0]), int(frame[1])),
+                      dataset=data_name, split=getattr(dataset, "split", ""), model=str(label),
                       seconds=time.perf_counter() - start)
 
 
@@ -145,7 +146,8 @@ def _batches(dataset: Any, count: int, batch_size: int, num_workers: int) -> Ite
         return
     from torch.utils.data import DataLoader  # torch only for the batched path
 
-    loader = DataLoader(_Decoded(dataset, count), batch_size=batch_size, num_workers=num_workers,
+    decoded: Any = _Decoded(dataset, count)  # a map-style dataset (__len__, __getitem__)
+    loader: Any = DataLoader(decoded, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=list, prefetch_factor=4 if num_workers else None,
                         persistent_workers=False)
     yield from loader

@@ -83,7 +83,7 @@ class EvalResult:
         cum = np.concatenate([np.zeros((len(alphas), 1)), cum], axis=1)
         return cum[:, self._ends] - cum[:, self._ends - self._counts]
 
-    def pck(self, alphas: Sequence[float] | None = None, mean: str = "pair",
+    def pck(self, alphas: Sequence[float] | np.ndarray | None = None, mean: str = "pair",
             select: np.ndarray | None = None) -> np.ndarray:
         """(A,) PCK in percent at `alphas` (default: the evaluated ones) with `mean` 'pair' or 'keypoint',
         over the pairs where `select` (P,) is True (default all); NaN when no pair counts."""
@@ -106,7 +106,7 @@ class EvalResult:
                 "pck_per_pair": self._by_alpha(self.pck(select=select)),
                 "pck_per_keypoint": self._by_alpha(self.pck(mean="keypoint", select=select))}
 
-    def _by_alpha(self, values: np.ndarray) -> dict[str, float]:
+    def _by_alpha(self, values: np.ndarray) -> dict[str, float | None]:
         return {_fmt_alpha(a): _num(v) for a, v in zip(self.alphas, values, strict=True)}
 
     def by_category(self) -> dict[str, dict[str, Any]]:

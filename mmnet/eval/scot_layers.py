@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from mmnet.eval.pck import score_pair
+from mmnet.matching.geometry import image_size
 from mmnet.matching.images import load_image
 from mmnet.matching.scot import ScotMatcher, transfer_keypoints
 from mmnet.models.scot import scot_scores
@@ -38,7 +39,7 @@ class LayerScorer:
                 s_img, t_img = load_image(src), load_image(tgt)
                 points = torch.as_tensor(rec.src_kps[rec.valid], dtype=torch.float32)
                 self.cache.append((matcher.features(s_img), matcher.features(t_img), points,
-                                   tuple(s_img.shape[1:]), tuple(t_img.shape[1:]), rec))
+                                   image_size(s_img), image_size(t_img), rec))
         log(f"features of {len(self.cache)} pairs in {time.perf_counter() - self.start:.0f} s")
 
     def __call__(self, layers: Sequence[int]) -> float:
@@ -70,7 +71,8 @@ def select_layers(matcher: ScotMatcher, dataset: Any, n_pairs: int = 50, beam: i
     """
     scorer = LayerScorer(matcher, dataset, n_pairs, alpha, threshold, log)
     candidates = sorted(set(range(len(matcher.layer_names)) if candidates is None else candidates))
-    frontier = sorted(((c,) for c in candidates), key=scorer, reverse=True)[:beam]
+    singles: list[tuple[int, ...]] = [(c,) for c in candidates]
+    frontier = sorted(singles, key=scorer, reverse=True)[:beam]
     best = frontier[0]
     for depth in range(2, max_depth + 1):
         new = {tuple(sorted((*s, c))) for s in frontier for c in candidates if c > s[0] and c not in s}

@@ -47,7 +47,7 @@ from ..zoo.hub import (
     source_of,
 )
 from .base import BaseMatcher, FlowResult, MatchResult, bilinear_extrapolate, cells_to_flow
-from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid
+from .geometry import Convention, grid_to_pixels, image_size, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
 from .readouts import check_preset, window_mass
 
@@ -218,8 +218,8 @@ class CatsMatcher(BaseMatcher):
         positions, mass = self._cells(sources, targets)
         out = []
         for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
-            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), tuple(s.shape[1:]),
-                                       tuple(t.shape[1:]))
+            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), image_size(s),
+                                       image_size(t))
             out.append(MatchResult(xy.cpu(), score.cpu()))
         return out
 
@@ -227,7 +227,7 @@ class CatsMatcher(BaseMatcher):
         positions, mass = self._cells(sources, targets)
         out = []
         for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
-            src_size, tgt_size = tuple(s.shape[1:]), tuple(t.shape[1:])
+            src_size, tgt_size = image_size(s), image_size(t)
             pixels = pixel_grid(src_size, self.device)
             if self.preset == "official":  # the point rule at every pixel
                 xy, score = self._transfer(positions[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)

@@ -12,12 +12,14 @@ exact path: docs/benchmarks.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..models.components import nearest_indices
 
 
-def _ancestors(size: tuple[int, int], coarse: tuple[int, int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+def _ancestors(size: tuple[int, int], coarse: Sequence[int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """Flat index into the `coarse` grid of the cells (ys, xs) of a `size` grid (nearest up-sampling rule)."""
     iy, ix = nearest_indices(size[0], coarse[0], ys.device), nearest_indices(size[1], coarse[1], xs.device)
     return iy[ys] * coarse[1] + ix[xs]
@@ -38,7 +40,7 @@ def window_scores(src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], 
     dx = torch.arange(window[1], device=cells.device).view(1, 1, 1, -1)
     ty = (origin[..., 0, None, None] + dy).expand(b, m, *window)
     tx = (origin[..., 1, None, None] + dx).expand(b, m, *window)
-    total = None
+    total: torch.Tensor | None = None
     for k in range(level + 1):
         fs, ft = src_feats[k], tgt_feats[k]
         c = fs.shape[1]
@@ -48,6 +50,7 @@ def window_scores(src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], 
         picked_t = ft.flatten(2).gather(2, t_idx[:, None].expand(-1, c, -1)).view(b, c, m, -1)
         scores = torch.einsum("bcm,bcmn->bmn", picked_s, picked_t)
         total = scores if total is None else total + scores
+    assert total is not None  # level >= 0: at least one level was summed
     return total.view(b, m, *window)
 
 

@@ -116,6 +116,11 @@ def inside_image(points: torch.Tensor, size: Sequence[int], convention: Conventi
     return (points[:, 0] >= lo) & (points[:, 0] <= w + lo) & (points[:, 1] >= lo) & (points[:, 1] <= h + lo)
 
 
+def image_size(image: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of an image or map whose last two dimensions are height and width."""
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
 def pixel_grid(size: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
     """The xy of every pixel of an (H, W) image, (H, W, 2) float32."""
     ys, xs = torch.meshgrid(torch.arange(size[0], device=device, dtype=torch.float32),

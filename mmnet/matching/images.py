@@ -49,7 +49,8 @@ class PreprocessConfig:
         if not isinstance(data, dict):
             raise InputError(f"preprocess must be a JSON object, got {describe(data)}")
         check_keys("preprocess key(s)", data, [f.name for f in fields(cls)])
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
 
 def _pil_to_rgb(image: Image.Image) -> Image.Image:

@@ -95,7 +95,7 @@ class Matcher(BaseMatcher):
         preprocess = model.preprocess
         if preset == "official":
             preprocess = replace(preprocess, size=OFFICIAL_INPUT_SIZE, antialias=False)
-        self.preprocess: PreprocessConfig = replace(preprocess, size=tuple(input_size)) if input_size else preprocess
+        self.preprocess: PreprocessConfig = replace(preprocess, size=input_size) if input_size else preprocess
         # the official readout is a hard argmax over raw scores: keep it in float32 (as the official test) by default
         self.amp = (self.device.type == "cuda" and self.readout != PRESETS["official"]) if amp is None else amp
         if not -model.num_levels <= self.readout.level < model.num_levels:

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..models.backbones import Backbone, get_backbone_spec
 from ..models.scot import DEFAULT_LAYERS, CamHead, ScotConfig, ScotScores, cell_centres, scot_scores, transfer_points
 from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
-from .geometry import inside_image, pixel_grid, rescale_points
+from .geometry import image_size, inside_image, pixel_grid, rescale_points
 from .images import PreprocessConfig, prepare
 
 Features = tuple[list[torch.Tensor], torch.Tensor | None, tuple[int, int]]
@@ -93,7 +93,7 @@ class ScotMatcher(BaseMatcher):
         cfg = PreprocessConfig(size=size, mean=self.spec.mean, std=self.spec.std)
         feats = [f for group in self.backbone(prepare(image[None].to(self.device), cfg)) for f in group]
         sal = None
-        if self.config.saliency == "cam":
+        if self.cam is not None:  # saliency "cam"
             sal = self.cam(feats[-1])
         elif self.config.saliency == "norm":
             sal = feats[-1][0].norm(dim=0)
@@ -106,13 +106,13 @@ class ScotMatcher(BaseMatcher):
     def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
                points: list[torch.Tensor]) -> list[MatchResult]:
         """One pair at a time: SCOT's images keep their own aspect ratio."""
-        return [transfer_keypoints(self._scores(s, t), p, tuple(s.shape[1:]), tuple(t.shape[1:]),
+        return [transfer_keypoints(self._scores(s, t), p, image_size(s), image_size(t),
                                    self.config.box_size) for s, t, p in zip(sources, targets, points, strict=True)]
 
     def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
         """The keypoint-transfer rule at every source hyperpixel centre (a box filter of the displacement field),
         interpolated bilinearly to each pixel; one pair at a time."""
-        return [dense_flow(self._scores(s, t), tuple(s.shape[1:]), tuple(t.shape[1:]), self.config.box_size)
+        return [dense_flow(self._scores(s, t), image_size(s), image_size(t), self.config.box_size)
                 for s, t in zip(sources, targets, strict=True)]
 
 

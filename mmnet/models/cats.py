@@ -115,7 +115,8 @@ class CatsConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise InputError(f"unknown CatsConfig fields {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
 
 def default_hyperpixels(backbone: str) -> tuple[int, ...]:
@@ -176,7 +177,7 @@ class HyperpixelBackbone(nn.Module):
             load_pretrained_backbone(net, spec)
         for module in net.modules():  # an in-place activation would overwrite the pre-activation taps
             if isinstance(getattr(module, "inplace", None), bool):
-                module.inplace = False
+                setattr(module, "inplace", False)  # noqa: B010
         return net
 
     @staticmethod

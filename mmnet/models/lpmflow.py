@@ -142,14 +142,15 @@ class VitBackbone(nn.Module):
         import timm  # lazy: building the ViT is the only place that needs it
 
         self.spec = spec
-        self.body = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=vit_size,
+        body: Any = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=vit_size,
                                       **spec.timm_kwargs)
+        self.body = body
         if getattr(self.body, "num_prefix_tokens", 1) != 1:
             raise InputError(f"{spec.timm_name} has {self.body.num_prefix_tokens} prefix tokens; LPMFlow needs "
                              "exactly one [cls] token and no register tokens")
-        self.patch = int(self.body.patch_embed.patch_size[0])
+        self.patch = int(body.patch_embed.patch_size[0])
         self.grid = vit_size // self.patch
-        self.dim = int(self.body.embed_dim)
+        self.dim = int(body.embed_dim)
         if pretrained:
             self.load_timm_pretrained(pretrained if isinstance(pretrained, str) else spec.pretrained_tag)
 
@@ -260,6 +261,8 @@ def larl_relative_index(grid: int) -> torch.Tensor:
 
 class LarlAttention(nn.Module):
     """Multi-head self-attention over [cls_s, source patches, cls_t, target patches] with the region bias."""
+
+    rel_index: torch.Tensor  # a buffer
 
     def __init__(self, dim: int, heads: int, grid: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -398,6 +401,8 @@ def swin_relative_index(window: int) -> torch.Tensor:
 
 
 class WindowAttention(nn.Module):
+    rel_index: torch.Tensor  # a buffer
+
     def __init__(self, dim: int, heads: int, window: int) -> None:
         super().__init__()
         self.heads, self.window = heads, window
@@ -583,7 +588,8 @@ class LPMFlow(nn.Module):
         self.preprocess_mean, self.preprocess_std = spec.mean, spec.std
         self.encoder = LarlEncoder(dim, config.heads, g, config.encoder_depth, config.mlp_ratio, config.dropout)
         self.train_source_pos = nn.Parameter(torch.zeros(1, g * g + 1, dim))  # added in training only
-        dec = {"dim": dim, "heads": config.heads, "grid": g, "mlp_ratio": config.mlp_ratio, "dropout": config.dropout}
+        dec: dict[str, Any] = {"dim": dim, "heads": config.heads, "grid": g, "mlp_ratio": config.mlp_ratio,
+                               "dropout": config.dropout}
         self.decoder1 = CrossScaleDecoder(coarse=True, fine=False, **dec)
         self.decoder2 = CrossScaleDecoder(coarse=True, fine=True, **dec)
         self.decoder3 = CrossScaleDecoder(coarse=False, fine=True, **dec)

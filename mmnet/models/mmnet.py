@@ -128,7 +128,7 @@ class MMNet(nn.Module):
         def sink(group: int, block: int, tap: torch.Tensor) -> None:
             g = group - self.skipped_groups
             if g >= first:
-                out = self.sems[g][block](tap)
+                out = self.sems[g][block](tap)  # type: ignore[index]  # a ModuleList of ModuleLists
                 summed[g] = out if g not in summed else summed[g] + out
 
         self.backbone.stream(images, sink)

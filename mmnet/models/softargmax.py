@@ -51,7 +51,7 @@ def _flat(corr: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tenso
         if side * side != n:
             raise InputError(f"a flattened volume of {n} cells needs its grid size (pass size=(h, w))")
         grids.append((side, side))
-    return corr, grids[0], grids[1]
+    return corr, (grids[0][0], grids[0][1]), (grids[1][0], grids[1][1])
 
 
 def soft_argmax(corr: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor, beta: float = 0.02

@@ -159,7 +159,7 @@ def parse_source(path_or_id: str | Path) -> Source:
 def _download(source: Source, filename: str, cache_dir: str | Path | None, local_files_only: bool) -> Path:
     offline = _offline(local_files_only)
     try:
-        return Path(hf_hub_download(source.hub_id, filename, revision=source.revision, cache_dir=cache_dir,
+        return Path(hf_hub_download(source.hub_id or "", filename, revision=source.revision, cache_dir=cache_dir,
                                     local_files_only=offline))
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, HTTP, OS)
         where = f"{source.hub_id}@{source.revision or 'main'}/{filename}"

@@ -17,7 +17,7 @@ class CamHead(nn.Module):
 
     def __init__(self, spec: BackboneSpec, **hub: Any) -> None:
         super().__init__()
-        net = timm.create_model(spec.timm_name, pretrained=False, num_classes=1000, **spec.timm_kwargs)
+        net: Any = timm.create_model(spec.timm_name, pretrained=False, num_classes=1000, **spec.timm_kwargs)
         if spec.packaged_weights is None and spec.timm_pretrained_tag is None:
             raise WeightsNotFoundError(f"{spec.name} has no ImageNet classifier: use saliency='norm' or 'uniform'")
         try:
@@ -27,7 +27,7 @@ class CamHead(nn.Module):
                                        "saliency='norm' or 'uniform'") from exc
         parts = [m for m in (getattr(net, "conv_head", None), getattr(net, "bn2", None)) if m is not None]
         self.head = nn.Sequential(*parts) if parts else nn.Identity()
-        self.classifier = net.get_classifier()
+        self.classifier: nn.Linear = net.get_classifier()
 
     def forward(self, last: torch.Tensor) -> torch.Tensor:
         """(1, C, h, w) last block output -> (h, w) CAM of the top-2 classes, max-normalised to [0, 1]."""

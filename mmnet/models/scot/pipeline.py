@@ -37,7 +37,8 @@ def scot_scores(src: tuple[list[torch.Tensor], Any, tuple[int, int]],
     """SCOT's final match scores (M, N) for one pair from (flat block outputs, saliency or None, resized size)."""
     hs_feat = hyperpixels(src[0], config.layers)[0]
     ht_feat = hyperpixels(tgt[0], config.layers)[0]
-    src_grid, tgt_grid = tuple(hs_feat.shape[-2:]), tuple(ht_feat.shape[-2:])
+    src_grid = (int(hs_feat.shape[-2]), int(hs_feat.shape[-1]))
+    tgt_grid = (int(ht_feat.shape[-2]), int(ht_feat.shape[-1]))
     cost = (hs_feat.flatten(1).T @ ht_feat.flatten(1)).clamp_(min=0).neg_().add_(1)  # 1 - max(cos, 0)
     mu = saliency_masses(src[1], src_grid).to(cost.device)
     nu = saliency_masses(tgt[1], tgt_grid).to(cost.device)

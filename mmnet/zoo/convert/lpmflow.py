@@ -213,13 +213,14 @@ def map_official_state_dict(state: Mapping[str, torch.Tensor], model: LPMFlow
     grid = (model.grid, model.grid)
     for entry in layout:
         value = state.get(entry.key)
+        target = entry.target or ""  # every role that maps a tensor names its target
         if value is None:
             if entry.role in ("mapped", "resized"):
                 missing.append(entry.key)
             else:
                 report.absent.append(entry.key)
                 if entry.role == "training":
-                    mapped[entry.target] = torch.zeros(entry.shape)
+                    mapped[target] = torch.zeros(entry.shape)
             continue
         if tuple(value.shape) != entry.shape:
             shapes.append(f"{entry.key}: {tuple(value.shape)} in the file vs {entry.shape} expected")
@@ -227,16 +228,16 @@ def map_official_state_dict(state: Mapping[str, torch.Tensor], model: LPMFlow
         report.roles.setdefault(entry.role, []).append(entry.key)
         report.values[entry.role] = report.values.get(entry.role, 0) + value.numel()
         if entry.role in ("mapped", "training"):
-            mapped[entry.target] = value
+            mapped[target] = value
         elif entry.role == "resized":
-            mapped[entry.target] = dino_resize_pos_embed(value.float(), grid)
-        elif entry.role == "index" and not torch.equal(value.long(), _regenerated(entry.target)):
-            unequal.append(f"{entry.key} differs from the {entry.target.split(':')[0]} index formula")
+            mapped[target] = dino_resize_pos_embed(value.float(), grid)
+        elif entry.role == "index" and not torch.equal(value.long(), _regenerated(target)):
+            unequal.append(f"{entry.key} differs from the {target.split(':')[0]} index formula")
     owner = state.get("encoder.pos_embed")
     if owner is not None and tuple(owner.shape) == known["encoder.pos_embed"].shape:
         for entry in layout:
             if entry.role == "alias" and entry.key in state and tuple(state[entry.key].shape) == entry.shape:
-                part = owner[:, 1:] if entry.target.endswith("1:]") else owner[:, :1]
+                part = owner[:, 1:] if (entry.target or "").endswith("1:]") else owner[:, :1]
                 if not torch.equal(state[entry.key], part):
                     unequal.append(f"{entry.key} != {entry.target}")
     if missing or unexpected or shapes or unequal:
