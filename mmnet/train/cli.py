@@ -31,6 +31,17 @@ DATASET_FOLDERS = {"cub": "cub-200-2011-cls001-050", "pf-pascal": "pf-pascal", "
                    "spair": "spair-71k"}
 
 
+#: Help of TrainConfig-generated flags (the others are described in TrainConfig's docstring).
+FLAG_HELP = {
+    "objective": "the family's loss: 'default' (MMNet's loss; CATs: flow; LPMFlow: flow + RPTC) or, for cats_ "
+                 "models, 'flow' or 'keypoint' (default: %(default)s)",
+    "flow_target": "cats_ and lpmflow_ flow loss target: 'keypoints' (exact positions) or 'official' (the official "
+                   "dense ground truth) (default: %(default)s)",
+    "rptc_schedule": "lpmflow_ RPTC weight per epoch: 'code' (the official script) or 'supplement' (the paper's "
+                     "text) (default: %(default)s)",
+}
+
+
 def _root(name: str, root: str | None, data_root: Path) -> Path:
     if root:
         return Path(root).expanduser()
@@ -87,7 +98,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         if isinstance(default, bool):
             t.add_argument(flag, type=lambda s: s.lower() in {"1", "true", "yes"}, default=default, metavar="BOOL")
         else:
-            t.add_argument(flag, type=type(default), default=default)
+            t.add_argument(flag, type=type(default), default=default, help=FLAG_HELP.get(name))
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="run folder (log.csv, last.pt, best/)")
     r.add_argument("--resume", default="auto", help="checkpoint to resume from; 'auto' (default): out/last.pt "
