@@ -77,8 +77,6 @@ def _timm_backbone(backbone: str, device: str):
 
 def cpu_head(backbones: list[str], size: tuple[int, int], repeats: int) -> None:
     print(f"\n== head cost: ms per pair (both images), {size[0]}x{size[1]}, median of {repeats} interleaved ==")
-    print(f"{'backbone':<20}{'timm backbone':>15}{'mmnet backbone':>16}{'keypoints':>11}"
-          f"{'kp / timm':>11}{'kp / mmnet bb':>15}")
     print("  kp L: keypoint transfer read at level L (3: finest, stride 4; 2: stride 8, the released Lite2's and the "
           "official level)")
     print(f"{'backbone':<20}{'timm backbone':>15}{'mmnet backbone':>16}{'kp L3':>9}{'kp L2':>9}"
