@@ -385,7 +385,7 @@ def test_cli_converts_and_matcher_loads_bit_exact(r50_file, tmp_path, capsys):
     assert source["file"] == path.name and source["sha256"] == sha256_of(path)
     assert source["backbone"] == "resnet50" and len(source["dropped_dead_keys"]) == 28
 
-    matcher = Matcher.from_pretrained(out, device="cpu")
+    matcher = Matcher.from_pretrained(out, device="cpu", fold_batchnorm=False)  # the weights as stored
     assert matcher.readout == PRESETS["official"]
     assert matcher.preprocess.size == (224, 320) and not matcher.preprocess.antialias
     used, _ = official_layout(matcher.model.state_dict())
