@@ -20,8 +20,10 @@ def _load(arch: str):
         return create(name, pretrained=pretrained or bool(tag), **kwargs)
 
     load.__name__ = arch
-    load.__doc__ = (f"`{arch}`: pretrained=True loads registered weights (tag= picks one), pretrained=False builds "
-                    f"it fresh; kwargs go to mmnet.{'create_model' if trainable else 'create_matcher'}.")
+    load.__doc__ = (
+        f"`{arch}`: pretrained=True loads registered weights (tag= picks one), pretrained=False builds "
+        f"it fresh; kwargs go to mmnet.{'create_model' if trainable else 'create_matcher'}."
+    )
     return load
 
 

@@ -67,16 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         "cats backbone": lambda: (cats.backbone(a), cats.backbone(b)),
         "mmnet": lambda: mmnet(a, b),
     }
-    params = {"cats": sum(p.numel() for p in cats.parameters()),
-              "cats backbone": sum(p.numel() for p in cats.backbone.parameters()),
-              "mmnet": sum(p.numel() for p in mmnet.parameters())}
+    params = {
+        "cats": sum(p.numel() for p in cats.parameters()),
+        "cats backbone": sum(p.numel() for p in cats.backbone.parameters()),
+        "mmnet": sum(p.numel() for p in mmnet.parameters()),
+    }
     times: dict[str, list[float]] = {name: [] for name in rows}
     cpu: dict[str, list[float]] = {name: [] for name in rows}
     peaks: dict[str, list[float]] = {name: [] for name in rows}
     names = list(rows)
     with torch.inference_mode():
         for r in range(args.warmup + args.rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 _reset_peak()
                 base = _kib("VmRSS")
                 start, start_cpu = time.perf_counter(), time.process_time()
@@ -86,24 +88,37 @@ def main(argv: list[str] | None = None) -> int:
                     times[name].append(elapsed)
                     cpu[name].append((time.process_time() - start_cpu) * 1000)
                     peaks[name].append((_kib("VmHWM") - base) / 1024)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), {os.cpu_count()} CPUs visible, {args.size}x{args.size} "
-          f"pair, {args.rounds} interleaved rounds after {args.warmup} warm-up")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), {os.cpu_count()} CPUs visible, {args.size}x{args.size} "
+        f"pair, {args.rounds} interleaved rounds after {args.warmup} warm-up"
+    )
     print(f"{'row':<15}{'median ms':>11}{'min ms':>9}{'max ms':>9}{'cpu ms':>9}{'peak MiB':>10}{'params':>13}")
     results = {}
     for name in rows:
-        results[name] = {"median_ms": statistics.median(times[name]), "min_ms": min(times[name]),
-                         "max_ms": max(times[name]), "cpu_ms": statistics.median(cpu[name]),
-                         "peak_mib": statistics.median(peaks[name]),
-                         "params": params[name]}
+        results[name] = {
+            "median_ms": statistics.median(times[name]),
+            "min_ms": min(times[name]),
+            "max_ms": max(times[name]),
+            "cpu_ms": statistics.median(cpu[name]),
+            "peak_mib": statistics.median(peaks[name]),
+            "params": params[name],
+        }
         res = results[name]
-        print(f"{name:<15}{res['median_ms']:>11.0f}{res['min_ms']:>9.0f}{res['max_ms']:>9.0f}{res['cpu_ms']:>9.0f}"
-              f"{res['peak_mib']:>10.0f}{res['params']:>13,}")
+        print(
+            f"{name:<15}{res['median_ms']:>11.0f}{res['min_ms']:>9.0f}{res['max_ms']:>9.0f}{res['cpu_ms']:>9.0f}"
+            f"{res['peak_mib']:>10.0f}{res['params']:>13,}"
+        )
     head = results["cats"]["median_ms"] - results["cats backbone"]["median_ms"]
     print(f"cats head (forward - backbone): {head:.0f} ms")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "size": args.size,
-                                               "rounds": args.rounds, "rows": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"threads": torch.get_num_threads(), "size": args.size, "rounds": args.rounds, "rows": results},
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -62,8 +62,15 @@ def official_schedule(model, source, target, native_pos):
     enc = model.encoder
     src, tgt = vit(source), vit(target)
     cls_pos, patch_pos = enc.pos_embed[:, :1], enc.pos_embed[:, 1:]
-    x = torch.cat([src[:, :1] + cls_pos, src[:, 1:] + patch_pos + enc.src_segment,
-                   tgt[:, :1] + cls_pos, tgt[:, 1:] + patch_pos + enc.tgt_segment], 1)
+    x = torch.cat(
+        [
+            src[:, :1] + cls_pos,
+            src[:, 1:] + patch_pos + enc.src_segment,
+            tgt[:, :1] + cls_pos,
+            tgt[:, 1:] + patch_pos + enc.tgt_segment,
+        ],
+        1,
+    )
     maps = []
     for block in enc.blocks:
         attn = block.attn
@@ -94,8 +101,9 @@ def official_schedule(model, source, target, native_pos):
     s21_up, t21, c21 = decoder(model.decoder2, up(s1), t1)
     s3, _, c22 = decoder(model.decoder3, up(s12) + s21_up, t12_up + up(t21))
     size = model.flow_size
-    flows = [F.interpolate(model.soft_argmax(v), size=size, mode="nearest") * 4
-             for v in model.volumes([c11, c12, c21, c22])]
+    flows = [
+        F.interpolate(model.soft_argmax(v), size=size, mode="nearest") * 4 for v in model.volumes([c11, c12, c21, c22])
+    ]
     b, g2 = s3.shape[0], 2 * model.grid
     feat = model.source_proj(s3[:, 1:].transpose(1, 2).reshape(b, -1, g2, g2))
     feat = F.interpolate(feat, size=size, mode="bilinear", align_corners=True)
@@ -142,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         "lpmflow, official schedule": lambda: official_schedule(model, a, b, native_pos),
         "vit backbone": backbone,
     }
-    params = {"lpmflow": sum(p.numel() for p in model.parameters()),
-              "lpmflow, official schedule": sum(p.numel() for p in model.parameters()),
-              "vit backbone": sum(p.numel() for p in model.backbone.parameters())}
+    params = {
+        "lpmflow": sum(p.numel() for p in model.parameters()),
+        "lpmflow, official schedule": sum(p.numel() for p in model.parameters()),
+        "vit backbone": sum(p.numel() for p in model.backbone.parameters()),
+    }
     if not args.no_others:
         from mmnet.models.cats import CATs, CatsConfig
         from mmnet.models.mmnet import MMNet, MMNetConfig
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks: dict[str, list[float]] = {name: [] for name in rows}
         names = list(rows)
         for r in range(args.warmup + args.rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 base = _kib("VmRSS")
                 _reset_peak()
                 start = time.perf_counter()
@@ -175,29 +185,52 @@ def main(argv: list[str] | None = None) -> int:
                 if r >= args.warmup:
                     times[name].append(elapsed)
                     peaks[name].append((_kib("VmHWM") - base) / 1024)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), {os.cpu_count()} CPUs visible, load average "
-          f"{os.getloadavg()[0]:.1f}; 512x512 pair; {args.rounds} interleaved rounds after {args.warmup} warm-up")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), {os.cpu_count()} CPUs visible, load average "
+        f"{os.getloadavg()[0]:.1f}; 512x512 pair; {args.rounds} interleaved rounds after {args.warmup} warm-up"
+    )
     print(f"{'row':<28}{'median ms':>11}{'min ms':>9}{'max ms':>9}{'peak MiB':>10}{'GFLOP':>8}{'params':>13}")
     results = {}
     for name in rows:
-        results[name] = {"median_ms": statistics.median(times[name]), "min_ms": min(times[name]),
-                         "max_ms": max(times[name]), "peak_mib": statistics.median(peaks[name]),
-                         "gflop": flops[name], "params": params[name]}
+        results[name] = {
+            "median_ms": statistics.median(times[name]),
+            "min_ms": min(times[name]),
+            "max_ms": max(times[name]),
+            "peak_mib": statistics.median(peaks[name]),
+            "gflop": flops[name],
+            "params": params[name],
+        }
         res = results[name]
-        print(f"{name:<28}{res['median_ms']:>11.0f}{res['min_ms']:>9.0f}{res['max_ms']:>9.0f}"
-              f"{res['peak_mib']:>10.0f}{res['gflop']:>8.1f}{res['params']:>13,}")
+        print(
+            f"{name:<28}{res['median_ms']:>11.0f}{res['min_ms']:>9.0f}{res['max_ms']:>9.0f}"
+            f"{res['peak_mib']:>10.0f}{res['gflop']:>8.1f}{res['params']:>13,}"
+        )
     full, official, vit = (results[n] for n in ("lpmflow", "lpmflow, official schedule", "vit backbone"))
-    print(f"lpmflow / backbone: {full['median_ms'] / vit['median_ms']:.1f}x time, "
-          f"{full['gflop'] / vit['gflop']:.1f}x FLOPs")
-    print(f"saved by mmnet's schedule: {official['gflop'] - full['gflop']:.1f} GFLOP "
-          f"({100 * (1 - full['gflop'] / official['gflop']):.1f} %), "
-          f"{official['median_ms'] - full['median_ms']:.0f} ms "
-          f"({100 * (1 - full['median_ms'] / official['median_ms']):.0f} %), peak "
-          f"{official['peak_mib'] - full['peak_mib']:.0f} MiB; max |flow difference| {same:.2e}")
+    print(
+        f"lpmflow / backbone: {full['median_ms'] / vit['median_ms']:.1f}x time, "
+        f"{full['gflop'] / vit['gflop']:.1f}x FLOPs"
+    )
+    print(
+        f"saved by mmnet's schedule: {official['gflop'] - full['gflop']:.1f} GFLOP "
+        f"({100 * (1 - full['gflop'] / official['gflop']):.1f} %), "
+        f"{official['median_ms'] - full['median_ms']:.0f} ms "
+        f"({100 * (1 - full['median_ms'] / official['median_ms']):.0f} %), peak "
+        f"{official['peak_mib'] - full['peak_mib']:.0f} MiB; max |flow difference| {same:.2e}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "rounds": args.rounds,
-                                               "max_abs_flow_difference": same, "rows": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "threads": torch.get_num_threads(),
+                    "rounds": args.rounds,
+                    "max_abs_flow_difference": same,
+                    "rows": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

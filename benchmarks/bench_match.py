@@ -62,8 +62,9 @@ def _inputs(size: tuple[int, int], pairs: int, seed: int = 0):
 
 def _matcher(backbone: str, size: tuple[int, int], device: str, **kwargs) -> mmnet.Matcher:
     torch.manual_seed(0)
-    return mmnet.Matcher(mmnet.create_model(f"mmnet_{backbone}"), device=device, input_size=size,
-                         fold_batchnorm=True, **kwargs)
+    return mmnet.Matcher(
+        mmnet.create_model(f"mmnet_{backbone}"), device=device, input_size=size, fold_batchnorm=True, **kwargs
+    )
 
 
 def _timm_backbone(backbone: str, device: str):
@@ -77,10 +78,14 @@ def _timm_backbone(backbone: str, device: str):
 
 def cpu_head(backbones: list[str], size: tuple[int, int], repeats: int) -> None:
     print(f"\n== head cost: ms per pair (both images), {size[0]}x{size[1]}, median of {repeats} interleaved ==")
-    print("  kp L: keypoint transfer read at level L (3: finest, stride 4; 2: stride 8, the released Lite2's and the "
-          "official level)")
-    print(f"{'backbone':<20}{'timm backbone':>15}{'mmnet backbone':>16}{'kp L3':>9}{'kp L2':>9}"
-          f"{'L3 / timm':>11}{'L2 / timm':>11}{'L2 / mmnet bb':>15}")
+    print(
+        "  kp L: keypoint transfer read at level L (3: finest, stride 4; 2: stride 8, the released Lite2's and the "
+        "official level)"
+    )
+    print(
+        f"{'backbone':<20}{'timm backbone':>15}{'mmnet backbone':>16}{'kp L3':>9}{'kp L2':>9}"
+        f"{'L3 / timm':>11}{'L2 / timm':>11}{'L2 / mmnet bb':>15}"
+    )
     for backbone in backbones:
         finest = _matcher(backbone, size, "cpu")
         level2 = mmnet.Matcher(finest.model, device="cpu", input_size=size, level=2)
@@ -88,15 +93,22 @@ def cpu_head(backbones: list[str], size: tuple[int, int], repeats: int) -> None:
         (src,), (tgt,), kpts = _inputs(size, 1)
         x = torch.randn(2, 3, *size)
         with torch.inference_mode():
-            t = interleave({
-                "timm": lambda: net.forward_features(x),
-                "ours": lambda: finest.model.backbone.stream(x, lambda *a: None),
-                "L3": lambda: finest.match(src, tgt, kpts),
-                "L2": lambda: level2.match(src, tgt, kpts),
-            }, repeats, "cpu")
-        print(f"{backbone:<20}{t['timm'] * 1e3:>12.0f} ms{t['ours'] * 1e3:>13.0f} ms{t['L3'] * 1e3:>6.0f} ms"
-              f"{t['L2'] * 1e3:>6.0f} ms{t['L3'] / t['timm']:>10.2f}x{t['L2'] / t['timm']:>10.2f}x"
-              f"{t['L2'] / t['ours']:>14.2f}x", flush=True)
+            t = interleave(
+                {
+                    "timm": lambda: net.forward_features(x),
+                    "ours": lambda: finest.model.backbone.stream(x, lambda *a: None),
+                    "L3": lambda: finest.match(src, tgt, kpts),
+                    "L2": lambda: level2.match(src, tgt, kpts),
+                },
+                repeats,
+                "cpu",
+            )
+        print(
+            f"{backbone:<20}{t['timm'] * 1e3:>12.0f} ms{t['ours'] * 1e3:>13.0f} ms{t['L3'] * 1e3:>6.0f} ms"
+            f"{t['L2'] * 1e3:>6.0f} ms{t['L3'] / t['timm']:>10.2f}x{t['L2'] / t['timm']:>10.2f}x"
+            f"{t['L2'] / t['ours']:>14.2f}x",
+            flush=True,
+        )
 
 
 def cpu_batch(backbone: str, size: tuple[int, int], repeats: int, pairs: int = 8) -> None:
@@ -104,11 +116,15 @@ def cpu_batch(backbone: str, size: tuple[int, int], repeats: int, pairs: int = 8
     matcher = _matcher(backbone, size, "cpu")
     one_forward = mmnet.Matcher(matcher.model, device="cpu", input_size=size, micro_batch=pairs)
     sources, targets, kpts = _inputs(size, pairs)
-    t = interleave({
-        "single calls": lambda: [matcher.match(s, g, kpts) for s, g in zip(sources, targets, strict=True)],
-        "match_batch (default)": lambda: matcher.match_batch(sources, targets, [kpts] * pairs),
-        f"match_batch, micro_batch={pairs}": lambda: one_forward.match_batch(sources, targets, [kpts] * pairs),
-    }, repeats, "cpu")
+    t = interleave(
+        {
+            "single calls": lambda: [matcher.match(s, g, kpts) for s, g in zip(sources, targets, strict=True)],
+            "match_batch (default)": lambda: matcher.match_batch(sources, targets, [kpts] * pairs),
+            f"match_batch, micro_batch={pairs}": lambda: one_forward.match_batch(sources, targets, [kpts] * pairs),
+        },
+        repeats,
+        "cpu",
+    )
     for name, s in t.items():
         print(f"  {name:<28}{pairs / s:8.2f} pairs/s  ({s / t['single calls']:.2f}x the time of single calls)")
 
@@ -117,15 +133,18 @@ def cpu_flow(backbone: str, sizes: list[tuple[int, int]], repeats: int, radius: 
     print(f"\n== dense flow: exact vs coarse-to-fine (radius {radius}), {backbone}, median of {repeats} ==")
     for size in sizes:
         exact = _matcher(backbone, size, "cpu")
-        fast = mmnet.Matcher(exact.model, device="cpu", input_size=size, flow_search="coarse-to-fine",
-                             search_radius=radius)
+        fast = mmnet.Matcher(
+            exact.model, device="cpu", input_size=size, flow_search="coarse-to-fine", search_radius=radius
+        )
         (src,), (tgt,), _ = _inputs(size, 1)
         t = interleave({"exact": lambda: exact.flow(src, tgt), "c2f": lambda: fast.flow(src, tgt)}, repeats, "cpu")
         a, b = exact.flow(src, tgt), fast.flow(src, tgt)
         diff = (a.flow - b.flow).norm(dim=0)
-        print(f"  {size[0]}x{size[1]:<6} exact {t['exact']:7.2f} s  coarse-to-fine {t['c2f']:7.2f} s  "
-              f"speed-up {t['exact'] / t['c2f']:5.1f}x   (random weights: |flow difference| mean {diff.mean():.1f} px)",
-              flush=True)
+        print(
+            f"  {size[0]}x{size[1]:<6} exact {t['exact']:7.2f} s  coarse-to-fine {t['c2f']:7.2f} s  "
+            f"speed-up {t['exact'] / t['c2f']:5.1f}x   (random weights: |flow difference| mean {diff.mean():.1f} px)",
+            flush=True,
+        )
 
 
 def cpu_variants(backbone: str, size: tuple[int, int], repeats: int, compile_: bool) -> None:
@@ -153,6 +172,7 @@ def cpu_variants(backbone: str, size: tuple[int, int], repeats: int, compile_: b
 
 def memory_case(backbone: str, size: tuple[int, int], mode: str) -> dict:
     """Peak RSS of a fresh process: total (imports included) and the growth over the model-built baseline."""
+
     def rss() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -171,8 +191,10 @@ def memory_case(backbone: str, size: tuple[int, int], mode: str) -> dict:
 
 
 def cpu_memory(backbones: list[str], sizes: list[tuple[int, int]]) -> None:
-    print("\n== memory (CPU, fresh process per case): peak RSS MiB, imports included; working = growth over the"
-          " process after the model was built ==")
+    print(
+        "\n== memory (CPU, fresh process per case): peak RSS MiB, imports included; working = growth over the"
+        " process after the model was built =="
+    )
     for backbone in backbones:
         for size in sizes:
             cells = []
@@ -180,8 +202,9 @@ def cpu_memory(backbones: list[str], sizes: list[tuple[int, int]]) -> None:
                 case = f"{backbone}:{size[0]}x{size[1]}:{mode}"
                 out = subprocess.run([sys.executable, __file__, "--memory-case", case], capture_output=True, text=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
-                cells.append(f"{mode} {r['total_mib']:.0f} total / {r['working_mib']:.0f} working" if r
-                             else f"{mode} failed")
+                cells.append(
+                    f"{mode} {r['total_mib']:.0f} total / {r['working_mib']:.0f} working" if r else f"{mode} failed"
+                )
             print(f"  {backbone:<20}{size[0]}x{size[1]:<5} " + "; ".join(cells), flush=True)
 
 
@@ -194,8 +217,10 @@ def gpu(backbones: list[str], size: tuple[int, int], repeats: int, batches: list
         for batch in batches:
             sources, targets, kpts = _inputs(size, batch)
             sources, targets = [s.to(device) for s in sources], [t.to(device) for t in targets]
-            modes = {"fp32": _matcher(backbone, size, device, amp=False),
-                     "bf16": _matcher(backbone, size, device, amp=True)}
+            modes = {
+                "fp32": _matcher(backbone, size, device, amp=False),
+                "bf16": _matcher(backbone, size, device, amp=True),
+            }
             if compile_:
                 m = _matcher(backbone, size, device, amp=True)
                 m.model.features = torch.compile(m.model.features, dynamic=False)
@@ -203,15 +228,24 @@ def gpu(backbones: list[str], size: tuple[int, int], repeats: int, batches: list
             for name, m in modes.items():
                 torch.cuda.reset_peak_memory_stats()
                 try:
-                    t = interleave({"kp": lambda m=m: m.match_batch(sources, targets, [kpts] * batch),
-                                    "flow": lambda m=m: m.flow_batch(sources, targets)}, repeats, device)
+                    t = interleave(
+                        {
+                            "kp": lambda m=m: m.match_batch(sources, targets, [kpts] * batch),
+                            "flow": lambda m=m: m.flow_batch(sources, targets),
+                        },
+                        repeats,
+                        device,
+                    )
                 except torch.cuda.OutOfMemoryError:
                     print(f"{backbone:<20}{batch:>6}{name:>16}{'out of memory':>26}")
                     torch.cuda.empty_cache()
                     continue
                 peak = torch.cuda.max_memory_allocated() / 2**30
-                print(f"{backbone:<20}{batch:>6}{name:>16}{batch / t['kp']:>12.0f}{batch / t['flow']:>14.1f}"
-                      f"{peak:>10.2f}", flush=True)
+                print(
+                    f"{backbone:<20}{batch:>6}{name:>16}{batch / t['kp']:>12.0f}{batch / t['flow']:>14.1f}"
+                    f"{peak:>10.2f}",
+                    flush=True,
+                )
             del modes
             torch.cuda.empty_cache()
 
@@ -231,8 +265,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--radius", type=int, default=3, help="coarse-to-fine search radius")
-    p.add_argument("--sections", nargs="+", default=["head", "batch", "flow", "variants", "memory"],
-                   help="CPU sections to run")
+    p.add_argument(
+        "--sections", nargs="+", default=["head", "batch", "flow", "variants", "memory"], help="CPU sections to run"
+    )
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow first call)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128], help="GPU batch sizes")
     p.add_argument("--memory-case", help=argparse.SUPPRESS)
@@ -242,9 +277,11 @@ def main() -> None:
         backbone, size, mode = args.memory_case.split(":")
         print(json.dumps(memory_case(backbone, _size(size), mode)))
         return
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
-          f"{NUM_KEYPOINTS} keypoints, random weights, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
+        f"{NUM_KEYPOINTS} keypoints, random weights, {time.strftime('%Y-%m-%d')}"
+    )
     if args.device.startswith("cuda"):
         gpu(args.backbones, args.size, args.repeats, args.batches, args.compile)
         return

@@ -79,8 +79,9 @@ def worker(mode: str, runs: int, keypoints: int) -> dict:
             x0, y0 = int(gx), int(gy)
             fx, fy = gx - x0, gy - y0
             x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
-            row = (1 - fy) * ((1 - fx) * rows[y0, x0] + fx * rows[y0, x1]) \
-                + fy * ((1 - fx) * rows[y1, x0] + fx * rows[y1, x1])
+            row = (1 - fy) * ((1 - fx) * rows[y0, x0] + fx * rows[y0, x1]) + fy * (
+                (1 - fx) * rows[y1, x0] + fx * rows[y1, x1]
+            )
             idx = int(row.argmax())
             preds.append([(idx % wt) * SIZE[1] / wt, (idx // wt) * SIZE[0] / ht])
         return torch.tensor(preds)
@@ -92,8 +93,9 @@ def worker(mode: str, runs: int, keypoints: int) -> dict:
         return official_readout(ab[level])
 
     def match_forward(src_f: list[torch.Tensor], tgt_f: list[torch.Tensor]) -> torch.Tensor:
-        return official_readout(model.complement([model.correlation(s, t) for s, t in zip(src_f, tgt_f,
-                                                                                           strict=True)])[level])
+        return official_readout(
+            model.complement([model.correlation(s, t) for s, t in zip(src_f, tgt_f, strict=True)])[level]
+        )
 
     def match_sparse(src_f: list[torch.Tensor], tgt_f: list[torch.Tensor]) -> torch.Tensor:
         grid, tgrid = src_f[level].shape[-2:], tgt_f[level].shape[-2:]
@@ -122,10 +124,20 @@ def worker(mode: str, runs: int, keypoints: int) -> dict:
             preds = match(*model.pair_features(src, tgt))
             times.append(1000 * (time.perf_counter() - start))
     params = sum(t.numel() for t in model.state_dict().values() if t.is_floating_point())
-    return {"mode": mode, "ms": statistics.median(times), "ms_all": times, "match_ms": statistics.median(match_times),
-            "peak_extra_mib": (peak - base) / 1024,
-            "peak_exact": exact_peak, "rss_mib": peak / 1024, "params": params, "preds": preds.tolist(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "mmnet": mmnet.__version__}
+    return {
+        "mode": mode,
+        "ms": statistics.median(times),
+        "ms_all": times,
+        "match_ms": statistics.median(match_times),
+        "peak_extra_mib": (peak - base) / 1024,
+        "peak_exact": exact_peak,
+        "rss_mib": peak / 1024,
+        "params": params,
+        "preds": preds.tolist(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "mmnet": mmnet.__version__,
+    }
 
 
 def main() -> int:
@@ -140,30 +152,52 @@ def main() -> int:
 
     results = {}
     for mode in MODES:
-        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--runs",
-                              str(args.runs), "--keypoints", str(args.keypoints)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                mode,
+                "--runs",
+                str(args.runs),
+                "--keypoints",
+                str(args.keypoints),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     first = results["official"]
-    print(f"MMNet fcn_resnet101 on CPU (torch {first['torch']}, {first['threads']} threads, mmnet {first['mmnet']}): "
-          f"one {SIZE[0]}x{SIZE[1]} pair, {args.keypoints} keypoints, RANDOM weights (cost only, not accuracy)")
-    print(f"time: median of {args.runs} runs after warm-up, end to end and for the matching stage alone (given the "
-          "features); memory: peak RSS of the first pass above the RSS after building the model"
-          + ("" if first["peak_exact"] else " (peak not resettable here: upper bound)"))
-    header = (f"{'mode':<48} {'total ms':>9} {'x faster':>8} {'match ms':>9} {'x faster':>8} {'peak MiB':>9} "
-              f"{'x less':>7} {'weights MiB':>12}")
+    print(
+        f"MMNet fcn_resnet101 on CPU (torch {first['torch']}, {first['threads']} threads, mmnet {first['mmnet']}): "
+        f"one {SIZE[0]}x{SIZE[1]} pair, {args.keypoints} keypoints, RANDOM weights (cost only, not accuracy)"
+    )
+    print(
+        f"time: median of {args.runs} runs after warm-up, end to end and for the matching stage alone (given the "
+        "features); memory: peak RSS of the first pass above the RSS after building the model"
+        + ("" if first["peak_exact"] else " (peak not resettable here: upper bound)")
+    )
+    header = (
+        f"{'mode':<48} {'total ms':>9} {'x faster':>8} {'match ms':>9} {'x faster':>8} {'peak MiB':>9} "
+        f"{'x less':>7} {'weights MiB':>12}"
+    )
     print(header)
     print("-" * len(header))
     for mode, label in MODES.items():
         r = results[mode]
         weights = OFFICIAL_PARAMS if mode == "official" else r["params"]
-        print(f"{label:<48} {r['ms']:9.0f} {first['ms'] / r['ms']:8.2f} {r['match_ms']:9.1f} "
-              f"{first['match_ms'] / r['match_ms']:8.1f} {r['peak_extra_mib']:9.0f} "
-              f"{first['peak_extra_mib'] / max(r['peak_extra_mib'], 1e-6):7.2f} {4 * weights / 2**20:12.0f}")
+        print(
+            f"{label:<48} {r['ms']:9.0f} {first['ms'] / r['ms']:8.2f} {r['match_ms']:9.1f} "
+            f"{first['match_ms'] / r['match_ms']:8.1f} {r['peak_extra_mib']:9.0f} "
+            f"{first['peak_extra_mib'] / max(r['peak_extra_mib'], 1e-6):7.2f} {4 * weights / 2**20:12.0f}"
+        )
     same = [a == b for a, b in zip(first["preds"], results["sparse"]["preds"], strict=True)]
     print(f"sparse vs official predictions identical: {sum(same)}/{len(same)} keypoints")
-    print(f"weights: official = the full official state dict ({OFFICIAL_PARAMS:,} fp32 values, 82 % dead); mmnet = "
-          f"{first['params']:,} values")
+    print(
+        f"weights: official = the full official state dict ({OFFICIAL_PARAMS:,} fp32 values, 82 % dead); mmnet = "
+        f"{first['params']:,} values"
+    )
     return 0
 
 

@@ -47,8 +47,11 @@ class FeatureCache:
         self.inner, self.memo = model.pair_features, {}
 
     def __call__(self, src: torch.Tensor, tgt: torch.Tensor, up_to: int = -1) -> Any:
-        key = (hashlib.sha1(src.cpu().numpy().tobytes()).hexdigest(),
-               hashlib.sha1(tgt.cpu().numpy().tobytes()).hexdigest(), up_to)
+        key = (
+            hashlib.sha1(src.cpu().numpy().tobytes()).hexdigest(),
+            hashlib.sha1(tgt.cpu().numpy().tobytes()).hexdigest(),
+            up_to,
+        )
         if key not in self.memo:
             self.memo[key] = self.inner(src, tgt, up_to)
         return self.memo[key]
@@ -57,12 +60,28 @@ class FeatureCache:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mmnet_efficientnet_lite2.cub_photos")
-    parser.add_argument("--set", nargs="+", action="append", required=True, metavar="DATASET ROOT [PAIRS]",
-                        help="a dataset name, its folder and optionally a pair list; repeat")
-    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS),
-                        help="settings whose PCK is measured (default all; none: timing only)")
-    parser.add_argument("--time-settings", nargs="+", default=["plain", "ot", "ot hough"], choices=list(SETTINGS),
-                        help="settings timed on the first set, in turn on each pair (the order rotates)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="DATASET ROOT [PAIRS]",
+        help="a dataset name, its folder and optionally a pair list; repeat",
+    )
+    parser.add_argument(
+        "--settings",
+        nargs="*",
+        default=list(SETTINGS),
+        choices=list(SETTINGS),
+        help="settings whose PCK is measured (default all; none: timing only)",
+    )
+    parser.add_argument(
+        "--time-settings",
+        nargs="+",
+        default=["plain", "ot", "ot hough"],
+        choices=list(SETTINGS),
+        help="settings timed on the first set, in turn on each pair (the order rotates)",
+    )
     parser.add_argument("--time-pairs", type=int, default=40, help="pairs timed interleaved (0: no timing)")
     parser.add_argument("--limit", type=int, help="first N pairs of each set")
     args = parser.parse_args()
@@ -78,13 +97,11 @@ def main() -> None:
         for setting, matcher in matchers.items():
             result = evaluate(matcher, dataset, alphas=(0.05, 0.1), progress=False, limit=args.limit, name=setting)
             rows.setdefault(setting, {})[name] = result.pck()
-            print(f"{setting:<24} {name:<10} PCK@0.05 {result.pck()[0]:.2f}  PCK@0.1 {result.pck()[1]:.2f}",
-                  flush=True)
+            print(f"{setting:<24} {name:<10} PCK@0.05 {result.pck()[0]:.2f}  PCK@0.1 {result.pck()[1]:.2f}", flush=True)
     if rows:
         print("\n| setting | " + " | ".join(f"{s[0]} PCK@0.05 | {s[0]} PCK@0.1" for s in args.set) + " |")
     for setting, by_set in rows.items():
-        print(f"| {setting} | " + " | ".join(f"{by_set[s[0]][0]:.1f} | {by_set[s[0]][1]:.1f}" for s in args.set)
-              + " |")
+        print(f"| {setting} | " + " | ".join(f"{by_set[s[0]][0]:.1f} | {by_set[s[0]][1]:.1f}" for s in args.set) + " |")
     if args.time_pairs:
         model.pair_features = model.pair_features.inner
         timed = {name: mmnet.Matcher(model, device="cpu", **SETTINGS[name]) for name in args.time_settings}
@@ -95,13 +112,15 @@ def main() -> None:
             src, tgt, rec = dataset.load(i)
             kps = rec.src_kps[rec.valid]
             order = list(timed.items())
-            for label, matcher in order[i % len(order):] + order[: i % len(order)]:
+            for label, matcher in order[i % len(order) :] + order[: i % len(order)]:
                 start = time.perf_counter()
                 matcher.match(src, tgt, kps)
                 times[label].append((time.perf_counter() - start) * 1000)
         for label, values in times.items():
-            print(f"{label:<24} median {statistics.median(values):.0f} ms/pair, mean {statistics.mean(values):.0f} "
-                  f"over {len(values)} pairs of {first[0]} (interleaved)")
+            print(
+                f"{label:<24} median {statistics.median(values):.0f} ms/pair, mean {statistics.mean(values):.0f} "
+                f"over {len(values)} pairs of {first[0]} (interleaved)"
+            )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ CASES = [  # (label, backbone, layers or None for the default, pretrained)
 ]
 
 
-def run_case(backbone: str, layers: str | None, pretrained: bool, iterations: int, repeats: int,
-             device: str) -> dict:
+def run_case(backbone: str, layers: str | None, pretrained: bool, iterations: int, repeats: int, device: str) -> dict:
     import mmnet.models.scot.pipeline as pipeline
     from mmnet.matching.scot import ScotMatcher
 
@@ -51,8 +50,7 @@ def run_case(backbone: str, layers: str | None, pretrained: bool, iterations: in
     kpts = torch.rand(20, 2) * 400
     matcher.match(src, tgt, kpts)  # warm-up
     ms, peak = measure(lambda: matcher.match(src, tgt, kpts), repeats, device)
-    return {"ms": ms, "peak_mib": peak, "sinkhorn_updates": used[-1],
-            "layers": list(matcher.config.layers)}
+    return {"ms": ms, "peak_mib": peak, "sinkhorn_updates": used[-1], "layers": list(matcher.config.layers)}
 
 
 def main() -> int:
@@ -67,21 +65,39 @@ def main() -> int:
         backbone, layers, pretrained, iterations = json.loads(args.case)
         print(json.dumps(run_case(backbone, layers, pretrained, iterations, args.repeats, args.device)))
         return 0
-    print(f"SCOT keypoint transfer, 300 px long side, {args.device}, {args.threads} thread(s), median of "
-          f"{args.repeats}; peak = extra {'CUDA allocation' if args.device.startswith('cuda') else 'RSS'} MiB")
+    print(
+        f"SCOT keypoint transfer, 300 px long side, {args.device}, {args.threads} thread(s), median of "
+        f"{args.repeats}; peak = extra {'CUDA allocation' if args.device.startswith('cuda') else 'RSS'} MiB"
+    )
     print(f"{'case':<40}{'layers':<18}{'1 update: ms':>14}{'peak':>8}{'converged: ms':>15}{'peak':>8}{'updates':>9}")
     for label, backbone, layers, pretrained in CASES:
         row = []
         for iterations in (1, 100):
-            out = subprocess.run([sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
-                                  "--threads", str(args.threads), "--case",
-                                  json.dumps([backbone, layers, pretrained, iterations])],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--device",
+                    args.device,
+                    "--repeats",
+                    str(args.repeats),
+                    "--threads",
+                    str(args.threads),
+                    "--case",
+                    json.dumps([backbone, layers, pretrained, iterations]),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             row.append(json.loads(out.stdout.strip().splitlines()[-1]))
         one, conv = row
         ids = ",".join(map(str, one["layers"]))
-        print(f"{label:<40}{ids:<18}{one['ms']:>14.0f}{one['peak_mib']:>8.0f}{conv['ms']:>15.0f}"
-              f"{conv['peak_mib']:>8.0f}{conv['sinkhorn_updates']:>9}", flush=True)
+        print(
+            f"{label:<40}{ids:<18}{one['ms']:>14.0f}{one['peak_mib']:>8.0f}{conv['ms']:>15.0f}"
+            f"{conv['peak_mib']:>8.0f}{conv['sinkhorn_updates']:>9}",
+            flush=True,
+        )
     return 0
 
 

@@ -69,15 +69,23 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     size = tuple(args.size)
-    print(f"CPU, {torch.get_num_threads()} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-          f"torch {torch.__version__}, input {size[0]}x{size[1]}, batch {args.batch} pairs, {args.kps} keypoints, "
-          f"random weights, median of {args.rounds} interleaved rounds, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"CPU, {torch.get_num_threads()} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"torch {torch.__version__}, input {size[0]}x{size[1]}, batch {args.batch} pairs, {args.kps} keypoints, "
+        f"random weights, median of {args.rounds} interleaved rounds, {time.strftime('%Y-%m-%d')}"
+    )
     inputs = _inputs(args.batch, size, args.kps)
     for backbone in args.backbones:
-        models = {"frozen": _model(backbone, "frozen"), "frozen L3": _model(backbone, "frozen", levels=3),
-                  "last2": _model(backbone, "last2"), "full": _model(backbone, "full")}
-        opts = {n: torch.optim.SGD([q for q in m.parameters() if q.requires_grad], lr=1e-6, momentum=0.9)
-                for n, m in models.items()}
+        models = {
+            "frozen": _model(backbone, "frozen"),
+            "frozen L3": _model(backbone, "frozen", levels=3),
+            "last2": _model(backbone, "last2"),
+            "full": _model(backbone, "full"),
+        }
+        opts = {
+            n: torch.optim.SGD([q for q in m.parameters() if q.requires_grad], lr=1e-6, momentum=0.9)
+            for n, m in models.items()
+        }
         work = {n: (lambda n=n: _step(models[n], opts[n], inputs)) for n in models}
         frozen_backbone = models["frozen"].backbone
         both = torch.cat([inputs[0], inputs[1]])
@@ -100,9 +108,11 @@ def main() -> None:
         for name in models:
             print(f"  {name:<14}{med[name]:>9.2f}{args.batch / med[name]:>9.2f}{med['frozen'] / med[name]:>10.2f}x")
         share = med["backbone fwd"] / med["frozen"]
-        print(f"  backbone forward alone {med['backbone fwd']:.2f} s = {share:.0%} of a frozen step: a cache of the "
-              f"backbone outputs could make frozen training at most {1 / max(1 - share, 1e-9):.2f}x faster "
-              "(and it would fix the augmentation of every image)")
+        print(
+            f"  backbone forward alone {med['backbone fwd']:.2f} s = {share:.0%} of a frozen step: a cache of the "
+            f"backbone outputs could make frozen training at most {1 / max(1 - share, 1e-9):.2f}x faster "
+            "(and it would fix the augmentation of every image)"
+        )
 
 
 if __name__ == "__main__":

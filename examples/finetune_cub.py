@@ -20,11 +20,44 @@ parser.add_argument("--out", default="runs/cub")
 parser.add_argument("--steps", type=int, default=1800)
 args, rest = parser.parse_known_args()
 
-argv = ["--dataset", "cub", "--dataset-root", args.cub, "--split", "trn", "--pairs", args.pairs,
-        "--train-backbone", "last2", "--lr", "5e-4", "--backbone-lr-mult", "0.2", "--warmup", "100",
-        "--steps", str(args.steps), "--batch-size", "4", "--max-kps", "20",
-        "--val-dataset", "cub", "--val-root", args.cub, "--val-pairs", "test_pairs_cub_cls001-050_sameclass_seed0.csv",
-        "--val-every", "300", "--val-limit", "50", "--out", args.out, "--release", f"{args.out}/release"]
+argv = [
+    "--dataset",
+    "cub",
+    "--dataset-root",
+    args.cub,
+    "--split",
+    "trn",
+    "--pairs",
+    args.pairs,
+    "--train-backbone",
+    "last2",
+    "--lr",
+    "5e-4",
+    "--backbone-lr-mult",
+    "0.2",
+    "--warmup",
+    "100",
+    "--steps",
+    str(args.steps),
+    "--batch-size",
+    "4",
+    "--max-kps",
+    "20",
+    "--val-dataset",
+    "cub",
+    "--val-root",
+    args.cub,
+    "--val-pairs",
+    "test_pairs_cub_cls001-050_sameclass_seed0.csv",
+    "--val-every",
+    "300",
+    "--val-limit",
+    "50",
+    "--out",
+    args.out,
+    "--release",
+    f"{args.out}/release",
+]
 if args.photos:
     argv += ["--photos", *args.photos, "--synthetic-ratio", "0.3"]
 raise SystemExit(main(argv + rest))

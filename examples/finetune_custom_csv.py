@@ -29,10 +29,15 @@ parser.add_argument("--lr", type=float, default=1e-4)
 args = parser.parse_args()
 
 model = from_pretrained(args.init)
-data = SupervisedPairs(CsvPairs(args.csv, args.image_root), size=model.preprocess.size,
-                       mean=model.preprocess.mean, std=model.preprocess.std, max_kps=50, augment=Augment())
-config = TrainConfig(steps=args.steps, batch_size=min(4, len(data)), lr=args.lr, warmup=20,
-                     train_backbone="frozen")
+data = SupervisedPairs(
+    CsvPairs(args.csv, args.image_root),
+    size=model.preprocess.size,
+    mean=model.preprocess.mean,
+    std=model.preprocess.std,
+    max_kps=50,
+    augment=Augment(),
+)
+config = TrainConfig(steps=args.steps, batch_size=min(4, len(data)), lr=args.lr, warmup=20, train_backbone="frozen")
 Trainer(model, data, config, args.out).fit(resume="auto")
 # keep the readout the released weights were tuned with (e.g. level 2 for the cub_photos weights): without it the
 # release would read the finest level and predictions would move although the weights barely changed

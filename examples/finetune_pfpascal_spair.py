@@ -27,17 +27,28 @@ if not (args.pf_pascal or args.spair):
     parser.error("give --pf-pascal and/or --spair")
 
 model = from_pretrained(args.init) if args.init else create_model("mmnet_efficientnet_lite2", pretrained_backbone=True)
-kw = dict(size=model.preprocess.size, mean=model.preprocess.mean, std=model.preprocess.std, max_kps=40,
-          augment=Augment())
+kw = dict(
+    size=model.preprocess.size, mean=model.preprocess.mean, std=model.preprocess.std, max_kps=40, augment=Augment()
+)
 sources = []
 if args.pf_pascal:
     sources.append(SupervisedPairs(load_dataset("pf-pascal", args.pf_pascal, split="trn"), **kw))
 if args.spair:
     sources.append(SupervisedPairs(load_dataset("spair", args.spair, split="trn"), **kw))
 data = sources[0] if len(sources) == 1 else MixedPairs(sources, [0.5, 0.5], length=sum(map(len, sources)))
-validate = pck_validator(load_dataset("pf-pascal", args.pf_pascal, split="val"), alpha=0.1, limit=300) \
-    if args.pf_pascal else None
-config = TrainConfig(steps=args.steps, batch_size=8, lr=5e-4, backbone_lr_mult=0.1,
-                     train_backbone=args.train_backbone, warmup=200, val_every=1000 if validate else 0)
+validate = (
+    pck_validator(load_dataset("pf-pascal", args.pf_pascal, split="val"), alpha=0.1, limit=300)
+    if args.pf_pascal
+    else None
+)
+config = TrainConfig(
+    steps=args.steps,
+    batch_size=8,
+    lr=5e-4,
+    backbone_lr_mult=0.1,
+    train_backbone=args.train_backbone,
+    warmup=200,
+    val_every=1000 if validate else 0,
+)
 Trainer(model, data, config, args.out, validate=validate).fit(resume="auto")
 save_pretrained(model, f"{args.out}/release", dtype=torch.float16)

@@ -23,10 +23,15 @@ if args.threads:
     torch.set_num_threads(args.threads)
 
 model = create_model("mmnet_efficientnet_lite2", pretrained_backbone=True)
-data = SyntheticPairs(args.folders, size=model.preprocess.size, mean=model.preprocess.mean,
-                      std=model.preprocess.std, n_points=20, warp=WarpConfig(tps=args.tps))
-config = TrainConfig(steps=args.steps, batch_size=4, lr=5e-4, train_backbone="last2", backbone_lr_mult=0.2,
-                     warmup=100)
+data = SyntheticPairs(
+    args.folders,
+    size=model.preprocess.size,
+    mean=model.preprocess.mean,
+    std=model.preprocess.std,
+    n_points=20,
+    warp=WarpConfig(tps=args.tps),
+)
+config = TrainConfig(steps=args.steps, batch_size=4, lr=5e-4, train_backbone="last2", backbone_lr_mult=0.2, warmup=100)
 Trainer(model, data, config, args.out).fit(resume="auto")
 
 from mmnet.zoo import save_pretrained  # noqa: E402

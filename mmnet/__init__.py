@@ -39,12 +39,25 @@ _EXPORTS = {
     "ReadoutConfig": "mmnet.matching.readouts",
     "ScotMatcher": "mmnet.matching.scot",
     **dict.fromkeys(["BackboneSpec", "list_backbones", "register_backbone"], "mmnet.models.backbones"),
-    **dict.fromkeys(["SEM", "CorrelationHead", "CrossScaleFusion", "LocalSelfAttention", "MatchingComplement"],
-                    "mmnet.models.components"),
+    **dict.fromkeys(
+        ["SEM", "CorrelationHead", "CrossScaleFusion", "LocalSelfAttention", "MatchingComplement"],
+        "mmnet.models.components",
+    ),
     **dict.fromkeys(["MMNet", "MMNetConfig"], "mmnet.models.mmnet"),
     "mmnet_loss": "mmnet.train.loss",
-    **dict.fromkeys(["PretrainedCfg", "create_matcher", "create_model", "from_pretrained", "list_models",
-                     "register_model", "register_pretrained", "save_pretrained"], "mmnet.zoo"),
+    **dict.fromkeys(
+        [
+            "PretrainedCfg",
+            "create_matcher",
+            "create_model",
+            "from_pretrained",
+            "list_models",
+            "register_model",
+            "register_pretrained",
+            "save_pretrained",
+        ],
+        "mmnet.zoo",
+    ),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

@@ -39,8 +39,11 @@ def moved(old: str, *new: str) -> Callable[[str], Any]:
         for target in new:
             module = importlib.import_module(target)
             if hasattr(module, name):
-                warnings.warn(f"{old}.{name} moved to {target}.{name}; {old} will be removed in the next release",
-                              DeprecationWarning, stacklevel=2)
+                warnings.warn(
+                    f"{old}.{name} moved to {target}.{name}; {old} will be removed in the next release",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
                 return getattr(module, name)
         raise AttributeError(f"module {old!r} has no attribute {name!r}")
 

@@ -16,8 +16,18 @@ from typing import Any
 
 from mmnet.errors import InputError
 
-__all__ = ["check", "check_bool", "check_choice", "check_float", "check_int", "check_keys", "check_size",
-           "check_writable_dir", "check_writable_file", "describe"]
+__all__ = [
+    "check",
+    "check_bool",
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_keys",
+    "check_size",
+    "check_writable_dir",
+    "check_writable_file",
+    "describe",
+]
 
 
 def describe(value: Any, limit: int = 80) -> str:
@@ -43,9 +53,12 @@ def _fail(name: str, allowed: str, value: Any) -> InputError:
 def check_int(name: str, value: Any, *, min: int | None = None, max: int | None = None) -> int:
     """An integer (Python or numpy, never bool or a float like 2.0) within [min, max]."""
     lo, hi = min, max
-    allowed = ("an integer" + (f" >= {lo}" if lo is not None and hi is None else "")
-               + (f" <= {hi}" if hi is not None and lo is None else "")
-               + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else ""))
+    allowed = (
+        "an integer"
+        + (f" >= {lo}" if lo is not None and hi is None else "")
+        + (f" <= {hi}" if hi is not None and lo is None else "")
+        + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else "")
+    )
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _fail(name, allowed, value)
     value = int(value)
@@ -54,8 +67,15 @@ def check_int(name: str, value: Any, *, min: int | None = None, max: int | None 
     return value
 
 
-def check_float(name: str, value: Any, *, min: float | None = None, max: float | None = None,
-                min_inclusive: bool = True, max_inclusive: bool = True) -> float:
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+) -> float:
     """A finite real number (int or float, not bool) within the given bounds."""
     parts = ["a finite number"]
     if min is not None:
@@ -96,8 +116,7 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
 
 def check_size(name: str, value: Any, *, min: int = 1, multiple_of: int | None = None) -> tuple[int, int]:
     """An image size (height, width): two integers >= min (and multiples of `multiple_of` when given)."""
-    allowed = f"(height, width), two integers >= {min}" + (
-        f" and multiples of {multiple_of}" if multiple_of else "")
+    allowed = f"(height, width), two integers >= {min}" + (f" and multiples of {multiple_of}" if multiple_of else "")
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise _fail(name, allowed, value)
     items = list(value)
@@ -113,8 +132,9 @@ def check_keys(name: str, given: Iterable[str], allowed: Collection[str]) -> Non
     """No key of `given` outside `allowed` (unknown keywords, unknown config keys)."""
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise InputError(f"unknown {name} {', '.join(map(repr, unknown))}; allowed: "
-                         f"{', '.join(sorted(allowed)) or 'none'}")
+        raise InputError(
+            f"unknown {name} {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
 
 
 def check_writable_file(name: str, path: str | os.PathLike[str], *, create_parent: bool = False) -> Path:

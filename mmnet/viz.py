@@ -34,9 +34,16 @@ def _points(points: Any) -> np.ndarray:
     return array.reshape(-1, 2).astype(np.float64)
 
 
-def plot_matches(source: ImageLike, target: ImageLike, source_points: Any, target_points: Any,
-                 scores: Any | None = None, correct: Any | None = None, title: str | None = None,
-                 numbered: bool = True) -> Any:
+def plot_matches(
+    source: ImageLike,
+    target: ImageLike,
+    source_points: Any,
+    target_points: Any,
+    scores: Any | None = None,
+    correct: Any | None = None,
+    title: str | None = None,
+    numbered: bool = True,
+) -> Any:
     """Source and target side by side with a line per match.
 
     Lines are coloured by `correct` (green/red, with a legend) when given, else by `scores` (viridis, with a
@@ -49,10 +56,9 @@ def plot_matches(source: ImageLike, target: ImageLike, source_points: Any, targe
     height = max(src.shape[0], tgt.shape[0])
     canvas = np.ones((height, src.shape[1] + tgt.shape[1], 3))
     canvas[: src.shape[0], : src.shape[1]] = src
-    canvas[: tgt.shape[0], src.shape[1]:] = tgt
+    canvas[: tgt.shape[0], src.shape[1] :] = tgt
     bar = scores is not None and correct is None
-    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100 + (0.9 if bar else 0), canvas.shape[0] / 100 + 0.3),
-                           dpi=150)
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100 + (0.9 if bar else 0), canvas.shape[0] / 100 + 0.3), dpi=150)
     ax.imshow(canvas)
     if correct is not None:
         colors = [(0.1, 0.8, 0.1) if c else (0.9, 0.1, 0.1) for c in np.asarray(correct).ravel()]
@@ -60,8 +66,14 @@ def plot_matches(source: ImageLike, target: ImageLike, source_points: Any, targe
         colors = plt.cm.viridis(np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0, 1))
     else:
         colors = plt.cm.hsv(np.linspace(0, 1, len(p), endpoint=False))
-    label = {"fontsize": 5, "color": "white", "fontweight": "bold", "textcoords": "offset points",
-             "xytext": (3, 3), "bbox": {"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.5, "lw": 0}}
+    label = {
+        "fontsize": 5,
+        "color": "white",
+        "fontweight": "bold",
+        "textcoords": "offset points",
+        "xytext": (3, 3),
+        "bbox": {"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.5, "lw": 0},
+    }
     for i, ((x0, y0), (x1, y1), color) in enumerate(zip(p, q, colors, strict=True), 1):
         if numbered:
             ax.annotate(str(i), (x0, y0), **label)
@@ -78,8 +90,10 @@ def plot_matches(source: ImageLike, target: ImageLike, source_points: Any, targe
     elif correct is not None:
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], color=(0.1, 0.8, 0.1), label="correct"),
-                   Line2D([], [], color=(0.9, 0.1, 0.1), label="wrong")]
+        handles = [
+            Line2D([], [], color=(0.1, 0.8, 0.1), label="correct"),
+            Line2D([], [], color=(0.9, 0.1, 0.1), label="wrong"),
+        ]
         ax.legend(handles=handles, fontsize=5, loc="lower right", framealpha=0.7)
     ax.set_axis_off()
     if title:
@@ -94,8 +108,14 @@ def plot_keypoints(image: ImageLike, points: Any, labels: list[str] | None = Non
     array, xy = _hwc(image), _points(points)
     fig, ax = plt.subplots(figsize=(array.shape[1] / 100, array.shape[0] / 100), dpi=150)
     ax.imshow(array)
-    ax.scatter(xy[:, 0], xy[:, 1], c=plt.cm.hsv(np.linspace(0, 1, len(xy), endpoint=False)), s=14,
-               edgecolors="white", linewidths=0.6)
+    ax.scatter(
+        xy[:, 0],
+        xy[:, 1],
+        c=plt.cm.hsv(np.linspace(0, 1, len(xy), endpoint=False)),
+        s=14,
+        edgecolors="white",
+        linewidths=0.6,
+    )
     for (x, y), label in zip(xy, labels or [], strict=False):
         ax.annotate(label, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6, color="white")
     ax.set_axis_off()
@@ -106,8 +126,11 @@ def plot_keypoints(image: ImageLike, points: Any, labels: list[str] | None = Non
 def plot_warp(source: ImageLike, target: ImageLike, warped: torch.Tensor) -> Any:
     """Source, target, and the source warped onto the target (from `Matcher.warp`), in one row."""
     plt = _plt()
-    panels = [(_hwc(source), "source"), (_hwc(target), "target"),
-              (warped.permute(1, 2, 0).clamp(0, 1).numpy(), "source warped onto target")]
+    panels = [
+        (_hwc(source), "source"),
+        (_hwc(target), "target"),
+        (warped.permute(1, 2, 0).clamp(0, 1).numpy(), "source warped onto target"),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2), dpi=150)
     for ax, (array, name) in zip(axes, panels, strict=True):
         ax.imshow(array)

@@ -36,15 +36,18 @@ from mmnet.zoo.convert.cats import (
     official_layout,
 )
 
-REFERENCE = Path(os.environ.get("MMNET_CATS_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "docs"
-                                / "official-cats"))
+REFERENCE = Path(
+    os.environ.get("MMNET_CATS_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "docs" / "official-cats")
+)
 TSV = {"spair": "state_dict_cats.tsv", "pfpascal": "state_dict_cats_pfpascal-hyperpixel.tsv"}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-needs_reference = pytest.mark.skipif(not (REFERENCE / "check_values.json").is_file(),
-                                     reason="needs values computed with the official CATs code (reference notes "
-                                     f"kept beside the repository, not shipped with it), looked for in {REFERENCE}; "
-                                     "set MMNET_CATS_REFERENCE to that folder to run it")
+needs_reference = pytest.mark.skipif(
+    not (REFERENCE / "check_values.json").is_file(),
+    reason="needs values computed with the official CATs code (reference notes "
+    f"kept beside the repository, not shipped with it), looked for in {REFERENCE}; "
+    "set MMNET_CATS_REFERENCE to that folder to run it",
+)
 
 
 def tsv_rows(ids: str) -> list[dict[str, str]]:
@@ -90,8 +93,12 @@ def portable_state(ids: str) -> dict[str, torch.Tensor]:
 def random_state(ids: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors shaped per the tsv (the exact official layout, in state_dict order)."""
     g = torch.Generator().manual_seed(seed)
-    return {row["key"]: torch.randint(0, 1000, (), generator=g) if row["key"].endswith("num_batches_tracked")
-            else torch.randn(_shape(row), generator=g) for row in tsv_rows(ids)}
+    return {
+        row["key"]: torch.randint(0, 1000, (), generator=g)
+        if row["key"].endswith("num_batches_tracked")
+        else torch.randn(_shape(row), generator=g)
+        for row in tsv_rows(ids)
+    }
 
 
 def pair(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,8 +106,7 @@ def pair(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     if kind == "random":
         return torch.rand(1, 3, 256, 256, generator=g), torch.rand(1, 3, 256, 256, generator=g)
-    image = F.interpolate(torch.rand(1, 3, 32, 32, generator=g), size=(256, 256), mode="bilinear",
-                          align_corners=False)
+    image = F.interpolate(torch.rand(1, 3, 32, 32, generator=g), size=(256, 256), mode="bilinear", align_corners=False)
     return image, torch.roll(image, 32, dims=3)
 
 
@@ -175,15 +181,22 @@ def test_parity_without_transformer(portable: CATs, reference: dict, kind: str) 
             proj.bias.copy_(saved[1])
     assert torch.allclose(out["scores"], out["corr"].mean(1), atol=1e-6)
     for c, axis in enumerate("xy"):
-        assert _stats(out["flow"][0, c]) == pytest.approx((ref[f"flow_{axis}"]["mean"], ref[f"flow_{axis}"]["std"]),
-                                                          abs=1e-3)
+        assert _stats(out["flow"][0, c]) == pytest.approx(
+            (ref[f"flow_{axis}"]["mean"], ref[f"flow_{axis}"]["std"]), abs=1e-3
+        )
 
 
 @needs_reference
-@pytest.mark.parametrize(("ids", "blocks"), [
-    ("spair", ["maxpool", "layer3.0", "layer3.12", "layer3.13", "layer3.18", "layer3.20", "layer3.21", "layer3.22"]),
-    ("pfpascal", ["layer1.1", "layer3.9", "layer3.13", "layer3.14", "layer3.17", "layer3.18", "layer3.20"]),
-])
+@pytest.mark.parametrize(
+    ("ids", "blocks"),
+    [
+        (
+            "spair",
+            ["maxpool", "layer3.0", "layer3.12", "layer3.13", "layer3.18", "layer3.20", "layer3.21", "layer3.22"],
+        ),
+        ("pfpascal", ["layer1.1", "layer3.9", "layer3.13", "layer3.14", "layer3.17", "layer3.18", "layer3.20"]),
+    ],
+)
 def test_official_hyperpixel_sets_tap_the_documented_blocks_before_relu(ids: str, blocks: list[str]) -> None:
     config = CatsConfig(hyperpixels=ids)
     with torch.device("meta"):
@@ -197,12 +210,20 @@ def test_official_hyperpixel_sets_tap_the_documented_blocks_before_relu(ids: str
     import timm
 
     net = timm.create_model("resnet101", num_classes=0).eval()
-    net.load_state_dict({k.removeprefix("feature_extraction.backbone."): v for k, v in portable_state(ids).items()
-                         if k.startswith("feature_extraction.backbone.") and not k.startswith(
-                             "feature_extraction.backbone.fc.")}, strict=True)
+    net.load_state_dict(
+        {
+            k.removeprefix("feature_extraction.backbone."): v
+            for k, v in portable_state(ids).items()
+            if k.startswith("feature_extraction.backbone.") and not k.startswith("feature_extraction.backbone.fc.")
+        },
+        strict=True,
+    )
     seen: dict[str, torch.Tensor] = {}
-    hooks = [net.get_submodule(b).act3.register_forward_pre_hook(
-        lambda m, args, b=b: seen.__setitem__(b, args[0].clone())) for b in blocks if b != "maxpool"]
+    hooks = [
+        net.get_submodule(b).act3.register_forward_pre_hook(lambda m, args, b=b: seen.__setitem__(b, args[0].clone()))
+        for b in blocks
+        if b != "maxpool"
+    ]
     hooks.append(net.maxpool.register_forward_hook(lambda m, args, out: seen.__setitem__("maxpool", out.clone())))
     x = (pair("random")[0][..., :64, :64] - MEAN) / STD
     with torch.inference_mode():
@@ -217,22 +238,43 @@ def test_official_hyperpixel_sets_tap_the_documented_blocks_before_relu(ids: str
 def _write_official(folder: Path, state: dict[str, torch.Tensor], args: dict | None) -> Path:
     """A checkpoint folder as the official train.py writes it (model_best.pth dict + args.pkl)."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 3, "state_dict": state, "optimizer": {"state": {}, "param_groups": [{"lr": 3e-5}]},
-                "scheduler": {"milestones": collections.Counter([70, 80, 90]), "gamma": 0.5},
-                "best_loss": 42.0}, folder / "model_best.pth")
+    torch.save(
+        {
+            "epoch": 3,
+            "state_dict": state,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 3e-5}]},
+            "scheduler": {"milestones": collections.Counter([70, 80, 90]), "gamma": 0.5},
+            "best_loss": 42.0,
+        },
+        folder / "model_best.pth",
+    )
     if args is not None:
         (folder / "args.pkl").write_bytes(pickle.dumps(argparse.Namespace(**args)))
     return folder
 
 
 @needs_reference
-@pytest.mark.parametrize(("ids", "hyperpixel", "cli"), [("spair", "[0,8,20,21,26,28,29,30]", True),
-                                                        ("pfpascal", [2, 17, 21, 22, 25, 26, 28], False)])
+@pytest.mark.parametrize(
+    ("ids", "hyperpixel", "cli"),
+    [("spair", "[0,8,20,21,26,28,29,30]", True), ("pfpascal", [2, 17, 21, 22, 25, 26, 28], False)],
+)
 def test_exact_layout_converts_and_round_trips(tmp_path: Path, ids: str, hyperpixel: object, cli: bool) -> None:
     state = random_state(ids)
-    folder = _write_official(tmp_path / ids, state, {
-        "hyperpixel": hyperpixel, "depth": 1, "feature_size": 16, "feature_proj_dim": 128, "num_heads": 6,
-        "mlp_ratio": 4, "benchmark": ids, "lr": 3e-5, "freeze": True})
+    folder = _write_official(
+        tmp_path / ids,
+        state,
+        {
+            "hyperpixel": hyperpixel,
+            "depth": 1,
+            "feature_size": 16,
+            "feature_proj_dim": 128,
+            "num_heads": 6,
+            "mlp_ratio": 4,
+            "benchmark": ids,
+            "lr": 3e-5,
+            "freeze": True,
+        },
+    )
     out = tmp_path / "out"
     if cli:  # mmnet convert-official --family cats DIR --out OUT
         assert main(["convert-official", "--family", "cats", str(folder), "--out", str(out)]) == 0
@@ -384,8 +426,9 @@ def test_registry_and_official_tags() -> None:
     names = list_models("cats_*")
     assert {"cats_resnet101", "cats_efficientnet_lite2"} <= set(names)
     tags = list_models("cats_*", pretrained=True)
-    assert {f"cats_resnet101.{t}_official" for t in ("spair", "spair_frozen", "pfpascal", "pfpascal_frozen")} <= \
-        set(tags)
+    assert {f"cats_resnet101.{t}_official" for t in ("spair", "spair_frozen", "pfpascal", "pfpascal_frozen")} <= set(
+        tags
+    )
     torch.manual_seed(0)
     model = create_model("cats_resnet18", hyperpixels=(0, 5, 6))
     assert isinstance(model, CATs) and model.architecture == "cats_resnet18"
@@ -408,8 +451,14 @@ def test_training_objectives(small: CatsMatcher) -> None:
     shift = torch.zeros(1, 2, 16, 16)
     shift[:, 0] = 2.0
     kps = torch.tensor([[[40.0, 60.0], [130.5, 200.0]]])
-    assert float(cats_flow_loss(shift, kps, kps + torch.tensor([32.0, 0.0]), torch.ones(1, 2, dtype=torch.bool),
-                                (256, 256), (256, 256))) < 1e-5
+    assert (
+        float(
+            cats_flow_loss(
+                shift, kps, kps + torch.tensor([32.0, 0.0]), torch.ones(1, 2, dtype=torch.bool), (256, 256), (256, 256)
+            )
+        )
+        < 1e-5
+    )
     model = small.model.train()
     torch.manual_seed(0)
     images = torch.randn(2, 1, 3, 64, 64)
@@ -417,8 +466,9 @@ def test_training_objectives(small: CatsMatcher) -> None:
     points = torch.tensor([[[10.0, 12.0], [40.0, 50.0], [0.0, 0.0]]])
     for objective, target in [("flow", "keypoints"), ("flow", "official"), ("keypoint", "keypoints")]:
         model.zero_grad()
-        loss, parts = cats_loss(model, images[0], images[1], points, points + 3, valid, objective=objective,
-                                target=target)
+        loss, parts = cats_loss(
+            model, images[0], images[1], points, points + 3, valid, objective=objective, target=target
+        )
         loss.backward()
         assert math.isfinite(parts[objective]) and model.aggregator.proj.weight.grad is not None
         assert (model.softargmax.grid_x.grad is not None) == (objective == "flow")  # the trainable grid

@@ -71,11 +71,13 @@ def test_every_subcommand_help_describes_every_argument_and_has_examples(command
 
 
 def test_help_is_fast_and_imports_no_torch():
-    code = ("import sys, contextlib, io\nfrom mmnet.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    for argv in (['--help'], ['match', '--help'], ['eval', '--help']):\n"
-            "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
-            "print(sorted(m for m in ('torch', 'timm', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, contextlib, io\nfrom mmnet.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for argv in (['--help'], ['match', '--help'], ['eval', '--help']):\n"
+        "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+        "print(sorted(m for m in ('torch', 'timm', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -101,8 +103,10 @@ def test_device_and_matplotlib_are_checked_before_any_work(monkeypatch, tmp_path
         assert err.count("\n") == 1 and "no CUDA GPU is available" in err
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    for argv in (["match", SRC, TGT, "--kpts", "1,2", "--out", str(tmp_path / "m.png")],
-                 ["flow", SRC, TGT, "--out", str(tmp_path / "w.png")]):
+    for argv in (
+        ["match", SRC, TGT, "--kpts", "1,2", "--out", str(tmp_path / "m.png")],
+        ["flow", SRC, TGT, "--out", str(tmp_path / "w.png")],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "needs matplotlib: pip install 'mmnet[viz]'" in err
@@ -111,8 +115,10 @@ def test_device_and_matplotlib_are_checked_before_any_work(monkeypatch, tmp_path
 def test_threads_option_and_environment(checkpoint, monkeypatch, capsys):
     before = torch.get_num_threads()
     try:
-        assert main(["match", SRC, TGT, "--kpts", "1,2", "--model", str(checkpoint), "--device", "cpu",
-                     "--threads", "1"]) == 0
+        assert (
+            main(["match", SRC, TGT, "--kpts", "1,2", "--model", str(checkpoint), "--device", "cpu", "--threads", "1"])
+            == 0
+        )
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("MMNET_THREADS", "0")
         assert main(["flow", SRC, TGT, "--model", str(checkpoint), "--device", "cpu"]) == 2
@@ -123,21 +129,42 @@ def test_threads_option_and_environment(checkpoint, monkeypatch, capsys):
 
 def test_match_writes_json_and_picture(checkpoint, tmp_path, capsys):
     out, js = tmp_path / "vis.png", tmp_path / "out.json"
-    assert main(["match", SRC, TGT, "--kpts", "127,66;155,66", "--model", str(checkpoint), "--device", "cpu",
-                 "--out", str(out), "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "match",
+                SRC,
+                TGT,
+                "--kpts",
+                "127,66;155,66",
+                "--model",
+                str(checkpoint),
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.count("->") == 2 and "wrote" in printed and printed.startswith(" 1  (")
     data = json.loads(js.read_text())
     expected = mmnet.Matcher.from_pretrained(checkpoint, device="cpu").match(SRC, TGT, [[127, 66], [155, 66]])
-    torch.testing.assert_close(torch.tensor([m["target"] for m in data["matches"]]), expected.keypoints, atol=0.01,
-                               rtol=0)
+    torch.testing.assert_close(
+        torch.tensor([m["target"] for m in data["matches"]]), expected.keypoints, atol=0.01, rtol=0
+    )
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_flow_writes_npy_and_picture(checkpoint, tmp_path):
     npy, png = tmp_path / "flow.npy", tmp_path / "warp.png"
-    assert main(["flow", SRC, TGT, "--model", str(checkpoint), "--device", "cpu", "--npy", str(npy),
-                 "--out", str(png)]) == 0
+    assert (
+        main(["flow", SRC, TGT, "--model", str(checkpoint), "--device", "cpu", "--npy", str(npy), "--out", str(png)])
+        == 0
+    )
     import numpy as np
 
     assert np.load(npy).shape == (2, 224, 224) and png.stat().st_size > 1000

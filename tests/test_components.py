@@ -66,8 +66,9 @@ def test_local_attention_is_residual_and_differentiable():
     assert torch.autograd.gradcheck(att, torch.randn(1, 4, 3, 3, dtype=torch.float64, requires_grad=True))
 
 
-@pytest.mark.parametrize(("fine", "coarse", "upsample"), [((14, 20), (7, 10), True), ((15, 19), (8, 10), True),
-                                                          ((28, 40), (28, 40), False)])
+@pytest.mark.parametrize(
+    ("fine", "coarse", "upsample"), [((14, 20), (7, 10), True), ((15, 19), (8, 10), True), ((28, 40), (28, 40), False)]
+)
 def test_cross_scale_fusion_shapes(fine, coarse, upsample):
     fusion = CrossScaleFusion(21, upsample=upsample)
     out = fusion(torch.randn(2, 21, *fine), torch.randn(2, 21, *coarse))
@@ -125,8 +126,10 @@ def test_matching_complement_rows_equal_full_volume_rows():
     full = MatchingComplement()(volumes)
     cells = torch.tensor([[0, 23], [7, 13]])  # on the fine 4x6 grid
     coarse_cells = (cells // 6 // 2) * 3 + (cells % 6) // 2
-    rows = [torch.stack([v[b].flatten(0, 1)[c[b]] for b in range(2)])
-            for v, c in zip(volumes, [coarse_cells, cells], strict=True)]
+    rows = [
+        torch.stack([v[b].flatten(0, 1)[c[b]] for b in range(2)])
+        for v, c in zip(volumes, [coarse_cells, cells], strict=True)
+    ]
     out = MatchingComplement().rows(rows)
     torch.testing.assert_close(out[1], torch.stack([full[1][b].flatten(0, 1)[cells[b]] for b in range(2)]))
 

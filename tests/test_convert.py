@@ -47,17 +47,23 @@ SIZE = (64, 96)  # the resized frame of these tests (the official one is 224 x 3
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 # The official backbones as timm models (NOTES: identical key lists, shapes and block outputs).
-TIMM = {"fcn-resnet101": ("resnet101s", {"output_stride": 8}), "resnet50": ("resnet50", {}),
-        "resnet101": ("resnet101", {}), "resnext-101": ("resnext101_32x8d", {})}
+TIMM = {
+    "fcn-resnet101": ("resnet101s", {"output_stride": 8}),
+    "resnet50": ("resnet50", {}),
+    "resnet101": ("resnet101", {}),
+    "resnext-101": ("resnext101_32x8d", {}),
+}
 
 
 @pytest.fixture(scope="session")
 def official_docs() -> Path:
     """`../shared/docs/official-mmnet-checkpoints` (or `$MMNET_DOCS/official-mmnet-checkpoints`)."""
     if not (DOCS / "NOTES.md").is_file():
-        pytest.skip(f"needs the key lists of the official MMNet checkpoints (reference notes kept beside the "
-                    f"repository, not shipped with it), looked for in {DOCS}; set MMNET_DOCS to the folder above "
-                    "official-mmnet-checkpoints/ to run it")
+        pytest.skip(
+            f"needs the key lists of the official MMNet checkpoints (reference notes kept beside the "
+            f"repository, not shipped with it), looked for in {DOCS}; set MMNET_DOCS to the folder above "
+            "official-mmnet-checkpoints/ to run it"
+        )
     return DOCS
 
 
@@ -65,8 +71,13 @@ def read_tsv(path: Path) -> dict[str, tuple[tuple[int, ...], bool]]:
     """key -> (shape, used_in_forward) from a state_dict_<variant>.tsv (empty shape = 0-dim tensor)."""
     with open(path, newline="") as f:
         rows = csv.DictReader(f, delimiter="\t")
-        return {r["key"]: (tuple(int(s) for s in r["shape"].split(",")) if r["shape"] else (),
-                           r["used_in_forward"] == "yes") for r in rows}
+        return {
+            r["key"]: (
+                tuple(int(s) for s in r["shape"].split(",")) if r["shape"] else (),
+                r["used_in_forward"] == "yes",
+            )
+            for r in rows
+        }
 
 
 @functools.cache
@@ -80,14 +91,18 @@ def template(backbone: str) -> dict[str, torch.Size]:
 def layout_from_model(backbone: str) -> dict[str, tuple[tuple[int, ...], bool]]:
     """The official layout derived from our model and the documented dead keys (no shared/ files needed)."""
     used, dead = official_layout(template(backbone))
-    return {**{k: (tuple(template(backbone)[v]), True) for k, v in used.items()},
-            **{k: (shape, False) for k, shape in dead.items()}}
+    return {
+        **{k: (tuple(template(backbone)[v]), True) for k, v in used.items()},
+        **{k: (shape, False) for k, shape in dead.items()},
+    }
 
 
 def cheap_state(layout: dict[str, tuple[tuple[int, ...], bool]]) -> dict[str, torch.Tensor]:
     """One constant per tensor (its index), stored as a 1-element expanded view: any shape, no memory."""
-    return {k: (torch.tensor(i) if "num_batches" in k else torch.tensor(float(i))).expand(shape)
-            for i, (k, (shape, _)) in enumerate(layout.items())}
+    return {
+        k: (torch.tensor(i) if "num_batches" in k else torch.tensor(float(i))).expand(shape)
+        for i, (k, (shape, _)) in enumerate(layout.items())
+    }
 
 
 def random_state(layout: dict[str, tuple[tuple[int, ...], bool]], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -118,8 +133,9 @@ def official_taps(state: dict[str, torch.Tensor], backbone: str, images: torch.T
     name, kwargs = TIMM[backbone]
     with torch.device("meta"):
         net = timm.create_model(name, pretrained=False, **kwargs)  # keeps `fc`: the load below is strict
-    net.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")},
-                        strict=True, assign=True)
+    net.load_state_dict(
+        {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}, strict=True, assign=True
+    )
     net.eval()
     x = net.maxpool(net.act1(net.bn1(net.conv1(images))))
     stages = []
@@ -150,9 +166,9 @@ def weight_average(state: dict[str, torch.Tensor], name: str, x: torch.Tensor) -
     phi = F.pad(conv(state, f"{name}.conv_phi", x), (1, 1, 1, 1), mode="replicate")
     g = F.pad(conv(state, f"{name}.conv_g", x), (1, 1, 1, 1), mode="replicate")
     shifts = [(dy, dx) for dy in range(3) for dx in range(3)]
-    sims = torch.stack([F.cosine_similarity(theta, phi[:, :, dy:dy + h, dx:dx + w], dim=1) for dy, dx in shifts], 1)
+    sims = torch.stack([F.cosine_similarity(theta, phi[:, :, dy : dy + h, dx : dx + w], dim=1) for dy, dx in shifts], 1)
     weights = sims.softmax(dim=1)
-    mixed = sum(weights[:, i:i + 1] * g[:, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(shifts))
+    mixed = sum(weights[:, i : i + 1] * g[:, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts))
     return x + conv(state, f"{name}.conv_back", mixed)
 
 
@@ -165,8 +181,9 @@ def up4d(volume: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(b, 2 * h, 2 * w, 2 * hh, 2 * ww)
 
 
-def official_forward(state: dict[str, torch.Tensor], backbone: str, src: torch.Tensor,
-                     trg: torch.Tensor) -> list[list[torch.Tensor]]:
+def official_forward(
+    state: dict[str, torch.Tensor], backbone: str, src: torch.Tensor, trg: torch.Tensor
+) -> list[list[torch.Tensor]]:
     """[[C4_AB, C4_BA], [C3..], [C2..], [C1..]] (coarsest first), AB as (B, Hs, Ws, Ht, Wt)."""
     fcn = backbone == "fcn-resnet101"
     stages = official_taps(state, backbone, torch.cat([src, trg]))
@@ -174,8 +191,10 @@ def official_forward(state: dict[str, torch.Tensor], backbone: str, src: torch.T
     for images in (slice(0, len(src)), slice(len(src), None)):  # the head runs per image, shared weights
         att = {}
         for g, taps in enumerate(stages, start=1):
-            summed = sum(conv(state, f"conv{g}_{j}_down", msblock(state, f"msblock{g}_{j}", t[images]))
-                         for j, t in enumerate(taps, start=1))
+            summed = sum(
+                conv(state, f"conv{g}_{j}_down", msblock(state, f"msblock{g}_{j}", t[images]))
+                for j, t in enumerate(taps, start=1)
+            )
             att[g] = weight_average(state, f"wa_{g}", summed)
         fused = {4: att[4]}
         for g in (3, 2, 1):
@@ -185,8 +204,10 @@ def official_forward(state: dict[str, torch.Tensor], backbone: str, src: torch.T
             fused[g] = conv(state, f"conv{g}_scale", torch.cat([att[g], coarse], 1), padding=1)
         features.append(fused)
     fs, ft = features
-    corr = {g: [torch.einsum("bcij,bckl->bijkl", fs[g], ft[g]), torch.einsum("bcij,bckl->bijkl", ft[g], fs[g])]
-            for g in (4, 3, 2, 1)}
+    corr = {
+        g: [torch.einsum("bcij,bckl->bijkl", fs[g], ft[g]), torch.einsum("bcij,bckl->bijkl", ft[g], fs[g])]
+        for g in (4, 3, 2, 1)
+    }
     for g in (3, 2, 1):
         for d in (0, 1):
             prior = corr[g + 1][d].detach()
@@ -409,8 +430,9 @@ def test_fp16_conversion_round_trips_within_tolerance(r50_file, tmp_path):
 
 
 def test_cli_parser_has_convert_official():
-    args = build_parser().parse_args(["convert-official", "x.pth", "--backbone", "fcn-resnet101", "--out", "d",
-                                      "--dtype", "fp16"])
+    args = build_parser().parse_args(
+        ["convert-official", "x.pth", "--backbone", "fcn-resnet101", "--out", "d", "--dtype", "fp16"]
+    )
     assert args.backbone == "fcn-resnet101" and args.dtype == "fp16" and callable(args.func)
 
 
@@ -426,6 +448,9 @@ def test_official_tags_explain_how_to_convert(tag, monkeypatch, tmp_path):
     cfg = registry.get_pretrained_cfg(name)
     assert cfg.metrics["reproduced"] is False and cfg.metrics["reported"]
     monkeypatch.setitem(registry._PRETRAINED, name, replace(cfg, local_dir=str(tmp_path / "not-converted")))
-    with pytest.raises(WeightsNotFoundError, match=r"convert-official ckp_(pascal|spair)_fcnres101\.pth "
-                                                    r"--backbone fcn-resnet101 --out"):
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=r"convert-official ckp_(pascal|spair)_fcnres101\.pth "
+        r"--backbone fcn-resnet101 --out",
+    ):
         mmnet.from_pretrained(name)

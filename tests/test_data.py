@@ -19,8 +19,11 @@ from mmnet.eval import RescaleMatcher, evaluate
 
 pytestmark = pytest.mark.data
 
-CUB_LISTS = {"test_pairs_cub_cls001-050_any_seed0.csv": 5000, "test_pairs_cub_cls001-050_sameclass_seed0.csv": 5000,
-             "trn_pairs_cub_cls001-050_sameclass_seed0.csv": 10000}
+CUB_LISTS = {
+    "test_pairs_cub_cls001-050_any_seed0.csv": 5000,
+    "test_pairs_cub_cls001-050_sameclass_seed0.csv": 5000,
+    "trn_pairs_cub_cls001-050_sameclass_seed0.csv": 10000,
+}
 SPAIR_PAIR = "000250-2008_008607-2009_002388:aeroplane"
 
 
@@ -41,6 +44,7 @@ def save_jpeg(path: Path, width: int, height: int) -> None:
 
 
 # --- PF-WILLOW (real) ----------------------------------------------------------------------------------------
+
 
 def test_pf_willow_reads_every_pair(data_root):
     ds = load_dataset("pf-willow", data_root / "pf-willow-dev")
@@ -74,6 +78,7 @@ def test_pf_willow_missing_files_are_named(tmp_path, data_root):
 
 
 # --- CUB (real) ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(CUB_LISTS))
 def test_cub_reads_every_listed_pair(data_root, name):
@@ -130,6 +135,7 @@ def test_cub_missing_annotation_is_named(tmp_path, data_root):
 
 # --- PF-PASCAL (fixtures from the real split files) ---------------------------------------------------------
 
+
 def ncnet_rows(data_root: Path, split: str, n: int) -> tuple[list[str], list[list[str]]]:
     """Header and the first `n` rows of the NCNet split csv whose images are not used twice."""
     with open(data_root / "pf-pascal-splits" / "splits_ncnet" / f"{split}_pairs.csv", newline="") as fh:
@@ -182,8 +188,9 @@ def pascal_hpf(tmp_path, data_root) -> tuple[Path, list[list[str]], list[list[st
         with open(root / f"{name}_pairs.csv", "w", newline="") as fh:
             out = csv.writer(fh)
             out.writerow(["source_image", "target_image", "class", *extra])
-            out.writerows([f"JPEGImages/{Path(r[0]).name}", f"JPEGImages/{Path(r[1]).name}", *r[2:3 + len(extra)]]
-                          for r in rows)
+            out.writerows(
+                [f"JPEGImages/{Path(r[0]).name}", f"JPEGImages/{Path(r[1]).name}", *r[2 : 3 + len(extra)]] for r in rows
+            )
     return root, test_rows, trn_rows
 
 
@@ -252,6 +259,7 @@ def test_pf_pascal_ncnet_layout(tmp_path, data_root):
 
 # --- SPair-71k (fixture from the real Layout and annotation sample) -----------------------------------------
 
+
 @pytest.fixture()
 def spair(tmp_path, data_root) -> Path:
     """SPair-71k/ with the sample pair, its mirror image pair (harder flags) and the real Layout folder."""
@@ -259,10 +267,19 @@ def spair(tmp_path, data_root) -> Path:
     root = tmp_path / "SPair-71k"
     shutil.copytree(sample / "Layout", root / "Layout")
     ann = json.loads((sample / "PairAnnotation" / "test" / f"{SPAIR_PAIR}.json").read_text())
-    swapped = {**ann, "src_imname": ann["trg_imname"], "trg_imname": ann["src_imname"],
-               "src_imsize": ann["trg_imsize"], "trg_imsize": ann["src_imsize"], "src_bndbox": ann["trg_bndbox"],
-               "trg_bndbox": ann["src_bndbox"], "src_kps": ann["trg_kps"], "trg_kps": ann["src_kps"],
-               "viewpoint_variation": 2, "occlusion": 1}
+    swapped = {
+        **ann,
+        "src_imname": ann["trg_imname"],
+        "trg_imname": ann["src_imname"],
+        "src_imsize": ann["trg_imsize"],
+        "trg_imsize": ann["src_imsize"],
+        "src_bndbox": ann["trg_bndbox"],
+        "trg_bndbox": ann["src_bndbox"],
+        "src_kps": ann["trg_kps"],
+        "trg_kps": ann["src_kps"],
+        "viewpoint_variation": 2,
+        "occlusion": 1,
+    }
     names = [SPAIR_PAIR, "900000-2009_002388-2008_008607:aeroplane"]
     (root / "PairAnnotation" / "test").mkdir(parents=True)
     for name, content in zip(names, (ann, swapped), strict=True):
@@ -274,8 +291,9 @@ def spair(tmp_path, data_root) -> Path:
 
 
 def test_spair_reads_pairs_and_difficulty_flags(spair, data_root):
-    ann = json.loads((data_root / "spair-71k-annotations-sample" / "PairAnnotation" / "test" /
-                      f"{SPAIR_PAIR}.json").read_text())
+    ann = json.loads(
+        (data_root / "spair-71k-annotations-sample" / "PairAnnotation" / "test" / f"{SPAIR_PAIR}.json").read_text()
+    )
     ds = load_dataset("spair", spair.parent / "SPair-71k", pairs="fixture_test.txt")
     assert len(ds) == 2 and ds.default_threshold == "bbox"
     rec, swapped = ds[0], ds[1]
@@ -283,8 +301,7 @@ def test_spair_reads_pairs_and_difficulty_flags(spair, data_root):
     np.testing.assert_array_equal(rec.tgt_bbox, ann["trg_bndbox"])
     assert rec.src_size == (500, 375) and rec.tgt_size == (333, 500)  # json sizes are [W, H, C]
     assert rec.valid.all() and rec.kp_ids.tolist() == [int(k) for k in ann["kps_ids"]]
-    assert rec.flags == {"viewpoint_variation": 0, "scale_variation": 0, "truncation": 0, "occlusion": 0,
-                         "mirror": 0}
+    assert rec.flags == {"viewpoint_variation": 0, "scale_variation": 0, "truncation": 0, "occlusion": 0, "mirror": 0}
     assert swapped.flags["occlusion"] == 1 and swapped.flags["viewpoint_variation"] == 2
     assert rec.category == "aeroplane" and rec.src_path.name == "2008_008607.jpg"
     assert_in_image(rec)
@@ -295,8 +312,11 @@ def test_spair_reads_pairs_and_difficulty_flags(spair, data_root):
 
 
 def test_spair_real_split_list_names_the_missing_annotation(spair):
-    with pytest.raises(DatasetError, match=r"pair annotation 'PairAnnotation/test/000001-2008_002719-2008_004100:"
-                                           r"aeroplane\.json' not found.*cvlab\.postech\.ac\.kr"):
+    with pytest.raises(
+        DatasetError,
+        match=r"pair annotation 'PairAnnotation/test/000001-2008_002719-2008_004100:"
+        r"aeroplane\.json' not found.*cvlab\.postech\.ac\.kr",
+    ):
         SPair(spair, split="test")
     with pytest.raises(DatasetError, match=r"split list 'Layout/large/val\.txt'"):
         shutil.rmtree(spair / "Layout" / "large")

@@ -11,8 +11,12 @@ import tomllib
 import mmnet
 
 REPO = Path(__file__).resolve().parents[1]
-USER_DOCS = [REPO / "README.md", REPO / "examples" / "README.md", REPO / "hubconf.py",
-             *sorted((REPO / "docs").rglob("*.md"))]
+USER_DOCS = [
+    REPO / "README.md",
+    REPO / "examples" / "README.md",
+    REPO / "hubconf.py",
+    *sorted((REPO / "docs").rglob("*.md")),
+]
 
 
 def test_docs_send_nobody_to_notes_they_cannot_see():
@@ -68,7 +72,10 @@ def test_readme_match_output_and_distances_are_what_the_example_prints():
         line = f"{i:>2}  ({p[0]:7.1f}, {p[1]:7.1f}) -> ({t[0]:7.1f}, {t[1]:7.1f})  score {s:.3f}"
         assert line in readme, line
     truth = {0: (87, 91), 1: (128, 91), 3: (107, 141)}  # examples/keypoints.json, grace_hopper.jpg
-    distances = [((result.keypoints[i, 0] - x) ** 2 + (result.keypoints[i, 1] - y) ** 2).sqrt().item()
-                 for i, (x, y) in truth.items()]
-    assert (f"the eyes land\n{distances[0]:.1f} and {distances[1]:.1f} pixels away, the mouth {distances[2]:.1f}"
-            in readme)
+    distances = [
+        ((result.keypoints[i, 0] - x) ** 2 + (result.keypoints[i, 1] - y) ** 2).sqrt().item()
+        for i, (x, y) in truth.items()
+    ]
+    assert (
+        f"the eyes land\n{distances[0]:.1f} and {distances[1]:.1f} pixels away, the mouth {distances[2]:.1f}" in readme
+    )

@@ -29,10 +29,13 @@ def test_rescale_on_pf_willow_dev(data_root):
     assert round(100 * float(np.mean(inflated)), 1) == 28.6
 
 
-@pytest.mark.parametrize(("pairs", "per_keypoint", "per_pair"), [
-    ("test_pairs_cub_cls001-050_any_seed0.csv", [2.0, 7.8, 16.7], [1.9, 7.6, 16.3]),
-    ("test_pairs_cub_cls001-050_sameclass_seed0.csv", [2.5, 9.5, 19.6], [2.4, 9.1, 19.0]),
-])
+@pytest.mark.parametrize(
+    ("pairs", "per_keypoint", "per_pair"),
+    [
+        ("test_pairs_cub_cls001-050_any_seed0.csv", [2.0, 7.8, 16.7], [1.9, 7.6, 16.3]),
+        ("test_pairs_cub_cls001-050_sameclass_seed0.csv", [2.5, 9.5, 19.6], [2.4, 9.1, 19.0]),
+    ],
+)
 def test_rescale_on_cub_matches_source_figures(data_root, pairs, per_keypoint, per_pair):
     """SOURCE.md's baseline figures are per-keypoint means (box threshold, original frame); the per-pair
     means of the same run are pinned too."""
@@ -55,9 +58,25 @@ def test_frame_option_on_real_pairs(data_root):
 def test_eval_command_end_to_end(data_root, tmp_path, capsys):
     parser = build_parser("eval")
     out = tmp_path / "report"
-    args = parser.parse_args(["eval", "--dataset", "pf-willow", "--root", str(data_root / "pf-willow-dev"),
-                              "--model", "rescale", "--limit", "20", "--alpha", "0.05", "0.1",
-                              "--out", str(out), "--no-progress"])
+    args = parser.parse_args(
+        [
+            "eval",
+            "--dataset",
+            "pf-willow",
+            "--root",
+            str(data_root / "pf-willow-dev"),
+            "--model",
+            "rescale",
+            "--limit",
+            "20",
+            "--alpha",
+            "0.05",
+            "0.1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "PF-WILLOW test | model rescale | 20 pairs, 200 keypoints | threshold bbox-kp" in printed

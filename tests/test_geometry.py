@@ -21,8 +21,9 @@ def test_center_and_corner_conventions():
     corner = pixels_to_grid(points, (224, 320), (28, 40), "corner")
     torch.testing.assert_close(corner, points / 8)
     for convention in ("center", "corner"):
-        back = grid_to_pixels(pixels_to_grid(points, (224, 320), (28, 40), convention), (224, 320), (28, 40),
-                              convention)
+        back = grid_to_pixels(
+            pixels_to_grid(points, (224, 320), (28, 40), convention), (224, 320), (28, 40), convention
+        )
         torch.testing.assert_close(back, points)
 
 

@@ -111,20 +111,24 @@ def test_hub_cache_loading_with_revision_and_sha256(saved, tmp_path, monkeypatch
     commit = _write_hub_cache(tmp_path / "hub", "mmnet-test/tiny", folder)
     loaded = mmnet.from_pretrained("mmnet-test/tiny", cache_dir=tmp_path / "hub", local_files_only=True)
     assert _equal(model.state_dict(), loaded.state_dict())
-    pinned = mmnet.from_pretrained("hf-hub:mmnet-test/tiny", revision=commit, cache_dir=tmp_path / "hub",
-                                   local_files_only=True)
+    pinned = mmnet.from_pretrained(
+        "hf-hub:mmnet-test/tiny", revision=commit, cache_dir=tmp_path / "hub", local_files_only=True
+    )
     assert _equal(model.state_dict(), pinned.state_dict())
 
     digest = sha256_of(folder / "model.safetensors")
-    monkeypatch.setitem(_PRETRAINED, "mmnet_resnet18.test", mmnet.PretrainedCfg(hub_id="mmnet-test/tiny",
-                                                                                 sha256=digest))
+    monkeypatch.setitem(
+        _PRETRAINED, "mmnet_resnet18.test", mmnet.PretrainedCfg(hub_id="mmnet-test/tiny", sha256=digest)
+    )
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    matcher = mmnet.Matcher.from_pretrained("mmnet_resnet18.test", cache_dir=tmp_path / "hub", local_files_only=True,
-                                            fold_batchnorm=False)  # the weights as stored (folding changes them)
+    matcher = mmnet.Matcher.from_pretrained(
+        "mmnet_resnet18.test", cache_dir=tmp_path / "hub", local_files_only=True, fold_batchnorm=False
+    )  # the weights as stored (folding changes them)
     assert _equal(model.state_dict(), matcher.model.state_dict())
     assert "mmnet_resnet18.test" in mmnet.list_models(pretrained=True)
-    monkeypatch.setitem(_PRETRAINED, "mmnet_resnet18.test", mmnet.PretrainedCfg(hub_id="mmnet-test/tiny",
-                                                                                 sha256="0" * 64))
+    monkeypatch.setitem(
+        _PRETRAINED, "mmnet_resnet18.test", mmnet.PretrainedCfg(hub_id="mmnet-test/tiny", sha256="0" * 64)
+    )
     with pytest.raises(CheckpointError, match="expected 0000"):
         mmnet.from_pretrained("mmnet_resnet18.test", cache_dir=tmp_path / "hub", local_files_only=True)
 
@@ -145,8 +149,11 @@ def test_offline_miss_fails_fast_with_a_fix(tmp_path, monkeypatch, how):
 
 def test_registered_tag_bundled_folder(saved, monkeypatch):
     model, folder = saved
-    monkeypatch.setitem(_PRETRAINED, "mmnet_resnet18.bundled",
-                        mmnet.PretrainedCfg(local_dir=str(folder), sha256=sha256_of(folder / "model.safetensors")))
+    monkeypatch.setitem(
+        _PRETRAINED,
+        "mmnet_resnet18.bundled",
+        mmnet.PretrainedCfg(local_dir=str(folder), sha256=sha256_of(folder / "model.safetensors")),
+    )
     assert _equal(model.state_dict(), mmnet.create_model("mmnet_resnet18.bundled").state_dict())
     assert _equal(model.state_dict(), mmnet.create_model("mmnet_resnet18", pretrained=True).state_dict())
     with pytest.raises(ValueError, match="cannot be combined"):

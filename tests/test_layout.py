@@ -52,21 +52,32 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
 
 
 def test_light_modules_import_neither_torch_nor_timm():
-    code = ("import sys, mmnet, mmnet.eval.pck, mmnet.data, mmnet.cli; mmnet.cli.build_parser(); "
-            "print(sorted({'torch', 'timm'} & set(sys.modules)))")
+    code = (
+        "import sys, mmnet, mmnet.eval.pck, mmnet.data, mmnet.cli; mmnet.cli.build_parser(); "
+        "print(sorted({'torch', 'timm'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize(("old", "name", "new"), [
-    ("matcher", "Matcher", "mmnet.matching.mmnet"), ("model", "MMNet", "mmnet.models.mmnet"),
-    ("scot", "ScotMatcher", "mmnet.matching.scot"), ("scot", "sinkhorn", "mmnet.models.scot.ot"),
-    ("hub", "from_pretrained", "mmnet.zoo._factory"), ("registry", "create_model", "mmnet.zoo._factory"),
-    ("backbones", "BackboneSpec", "mmnet.models.backbones"), ("components", "SEM", "mmnet.models.components"),
-    ("images", "load_image", "mmnet.matching.images"), ("geometry", "pixels_to_grid", "mmnet.matching.geometry"),
-    ("convert", "convert_official", "mmnet.zoo.convert.mmnet"), ("loss", "mmnet_loss", "mmnet.train.loss"),
-    ("pretrained", "PretrainedCfg", "mmnet.zoo._pretrained"),
-])
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("matcher", "Matcher", "mmnet.matching.mmnet"),
+        ("model", "MMNet", "mmnet.models.mmnet"),
+        ("scot", "ScotMatcher", "mmnet.matching.scot"),
+        ("scot", "sinkhorn", "mmnet.models.scot.ot"),
+        ("hub", "from_pretrained", "mmnet.zoo._factory"),
+        ("registry", "create_model", "mmnet.zoo._factory"),
+        ("backbones", "BackboneSpec", "mmnet.models.backbones"),
+        ("components", "SEM", "mmnet.models.components"),
+        ("images", "load_image", "mmnet.matching.images"),
+        ("geometry", "pixels_to_grid", "mmnet.matching.geometry"),
+        ("convert", "convert_official", "mmnet.zoo.convert.mmnet"),
+        ("loss", "mmnet_loss", "mmnet.train.loss"),
+        ("pretrained", "PretrainedCfg", "mmnet.zoo._pretrained"),
+    ],
+)
 def test_old_import_paths_still_work_with_a_deprecation_warning(old, name, new):
     import importlib
 

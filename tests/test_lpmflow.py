@@ -28,28 +28,44 @@ from mmnet.models.lpmflow import (
 )
 from mmnet.zoo.convert.lpmflow import build_official_model, map_official_state_dict, official_layout
 
-TSV = Path(os.environ.get("MMNET_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "docs" / \
-    "official-lpmflow" / "state_dict_lpmflow.tsv"
+TSV = (
+    Path(os.environ.get("MMNET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    / "docs"
+    / "official-lpmflow"
+    / "state_dict_lpmflow.tsv"
+)
 
 # Official forward on the deterministic fill (fp32, torch 2.14.1 CPU); fp64 differs from fp32 by <= 3.0e-5 on the flow.
 REFERENCE = {
-    "flow": {"mean": -6.267093875350838, "std": 38.50940730660242, "min": -97.91142272949219,
-             "max": 91.3714828491211},
-    "flow_samples": {(0, 0): (51.823692321777344, 49.203529357910156),
-                     (64, 64): (-25.52329444885254, 9.416694641113281),
-                     (127, 127): (-63.27557373046875, -60.5184440612793),
-                     (10, 100): (-30.979408264160156, 68.9979248046875)},
+    "flow": {"mean": -6.267093875350838, "std": 38.50940730660242, "min": -97.91142272949219, "max": 91.3714828491211},
+    "flow_samples": {
+        (0, 0): (51.823692321777344, 49.203529357910156),
+        (64, 64): (-25.52329444885254, 9.416694641113281),
+        (127, 127): (-63.27557373046875, -60.5184440612793),
+        (10, 100): (-30.979408264160156, 68.9979248046875),
+    },
     "flow_up_22": {"mean": 0.02592199040009291, "std": 36.93375329931044},
-    "corr_22": {"mean": 0.007804707631245744, "std": 0.0004069033500149015, "min": 0.005959062371402979,
-                "max": 0.009893874637782574},
-    "vit_src_cls_first5": [0.37034693360328674, -1.9089690446853638, -0.14817927777767181, 1.9916704893112183,
-                           0.4739968180656433],
+    "corr_22": {
+        "mean": 0.007804707631245744,
+        "std": 0.0004069033500149015,
+        "min": 0.005959062371402979,
+        "max": 0.009893874637782574,
+    },
+    "vit_src_cls_first5": [
+        0.37034693360328674,
+        -1.9089690446853638,
+        -0.14817927777767181,
+        1.9916704893112183,
+        0.4739968180656433,
+    ],
     "vit_src_tokens": {"mean": -9.262803527370145e-05, "std": 1.000099332189306},
-    "fingerprints": {"masked_tokens": -14.306778169228096,
-                     "feature_extraction.backbone.patch_embed.proj.weight": -1.1727820338750732,
-                     "encoder.pos_embed": -4.545023836387337,
-                     "decoder_s3.last_block.0.cattn.qkv.weight": 3.3560211015914128,
-                     "SRBranches.refine2.2.bias": -0.013416226021945477},
+    "fingerprints": {
+        "masked_tokens": -14.306778169228096,
+        "feature_extraction.backbone.patch_embed.proj.weight": -1.1727820338750732,
+        "encoder.pos_embed": -4.545023836387337,
+        "decoder_s3.last_block.0.cattn.qkv.weight": 3.3560211015914128,
+        "SRBranches.refine2.2.bias": -0.013416226021945477,
+    },
     "src_sum": -623.7171749167042,
     "trg_sum": 610.1256148684886,
 }
@@ -96,8 +112,10 @@ def _meta_model(config: LpmflowConfig) -> LPMFlow:
 
 def test_official_layout_matches_the_recorded_key_list():
     if not TSV.is_file():
-        pytest.skip(f"needs the key list of the official LPMFlow checkpoint (reference notes kept beside the "
-                    f"repository, not shipped with it), looked for at {TSV}; set MMNET_SHARED to run it")
+        pytest.skip(
+            f"needs the key list of the official LPMFlow checkpoint (reference notes kept beside the "
+            f"repository, not shipped with it), looked for at {TSV}; set MMNET_SHARED to run it"
+        )
     layout = official_layout(_meta_model(LpmflowConfig()))
     rows = [line.rstrip("\n").split("\t") for line in TSV.read_text().splitlines()[1:]]
     assert [e.key for e in layout] == [r[0] for r in rows]
@@ -137,8 +155,14 @@ def reference_run():
     start = time.perf_counter()
     with torch.inference_mode():
         out = model(source, target)
-    return {"state": state, "source": source, "target": target, "out": out, "vit": tokens["vit"],
-            "seconds": time.perf_counter() - start}
+    return {
+        "state": state,
+        "source": source,
+        "target": target,
+        "out": out,
+        "vit": tokens["vit"],
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def test_reference_fill_fingerprints(reference_run):
@@ -186,8 +210,9 @@ def test_tiny_conversion_is_strict_and_exact(tiny_official):
     assert torch.equal(ours["soft_argmax.grid_x"], state["x_normal"])
     assert torch.equal(ours["encoder.pos_embed"], state["encoder.pos_embed"])
     assert torch.equal(ours["train_source_pos"], state["pos_embed_src"])
-    assert torch.equal(ours["backbone.body.pos_embed"],
-                       dino_resize_pos_embed(state["feature_extraction.backbone.pos_embed"], (4, 4)))
+    assert torch.equal(
+        ours["backbone.body.pos_embed"], dino_resize_pos_embed(state["feature_extraction.backbone.pos_embed"], (4, 4))
+    )
     assert len(report.roles["dead"]) == 22 and len(report.roles["alias"]) == 4 and not report.absent  # 2 blocks
     model(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64))
 
@@ -203,8 +228,14 @@ def test_conversion_errors_name_the_keys(tiny_official):
     diverged = dict(state, **{"encoder.pos_embed_trg": state["encoder.pos_embed_trg"] + 1})
     with pytest.raises(CheckpointError, match="pos_embed_trg != "):
         map_official_state_dict(diverged, model)
-    index = dict(state, **{"encoder.blocks.0.attn.relative_position_index":
-                           state["encoder.blocks.0.attn.relative_position_index"].flip(0)})
+    index = dict(
+        state,
+        **{
+            "encoder.blocks.0.attn.relative_position_index": state[
+                "encoder.blocks.0.attn.relative_position_index"
+            ].flip(0)
+        },
+    )
     with pytest.raises(CheckpointError, match="index formula"):
         map_official_state_dict(index, model)
     # dead keys may be absent (a pruned file); the training-only table then starts at zero
@@ -231,9 +262,10 @@ def test_full_size_official_layout_converts_strictly():
     model, report = build_official_model(state)
     assert sum(len(v) for v in report.roles.values()) == 424
     assert model.config.heads == 8 and model.config.encoder_depth == 6 and model.config.refine_windows == (16, 8, 4)
-    assert torch.equal(model.state_dict()["refiner.stages.2.attn.rel_table"],
-                       state["SRBranches.refine_swin_decoder_4.0.transformer.layers.0.blocks.0.attn."
-                             "relative_position_bias_table"])
+    assert torch.equal(
+        model.state_dict()["refiner.stages.2.attn.rel_table"],
+        state["SRBranches.refine_swin_decoder_4.0.transformer.layers.0.blocks.0.attn.relative_position_bias_table"],
+    )
 
 
 # -- pieces -----------------------------------------------------------------------------------------------------------
@@ -258,8 +290,9 @@ def test_dino_resize_keeps_cls_and_differs_from_plain_resize():
     table = torch.randn(1, 197, 8)
     resized = dino_resize_pos_embed(table, (16, 16))
     assert resized.shape == (1, 257, 8) and torch.equal(resized[:, :1], table[:, :1])
-    plain = torch.nn.functional.interpolate(table[:, 1:].reshape(1, 14, 14, 8).permute(0, 3, 1, 2), size=(16, 16),
-                                            mode="bicubic", align_corners=False)
+    plain = torch.nn.functional.interpolate(
+        table[:, 1:].reshape(1, 14, 14, 8).permute(0, 3, 1, 2), size=(16, 16), mode="bicubic", align_corners=False
+    )
     assert not torch.allclose(resized[0, 1:].T.reshape(8, 16, 16), plain[0], atol=1e-4)
 
 
@@ -349,8 +382,9 @@ def test_matcher_default_readout(tiny_model):
     flow = matcher.flow(src, tgt)
     assert flow.flow.shape == (2, 50, 70)
     # match at a pixel is the dense flow at that pixel
-    assert (torch.tensor([10.0, 20.0]) + flow.flow[:, 20, 10]).tolist() == pytest.approx(result.keypoints[0].tolist(),
-                                                                                         abs=1e-3)
+    assert (torch.tensor([10.0, 20.0]) + flow.flow[:, 20, 10]).tolist() == pytest.approx(
+        result.keypoints[0].tolist(), abs=1e-3
+    )
 
 
 def test_matcher_official_readout(tiny_model):
@@ -388,11 +422,22 @@ def test_convert_an_official_folder_end_to_end(tiny_official, tmp_path):
     config, state = tiny_official
     folder = tmp_path / "spair"
     folder.mkdir()
-    torch.save({"epoch": 3, "state_dict": state, "best_loss": 61.2, "scheduler": {"milestones": {100: 1}},
-                "optimizer": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3)}},
-                              "param_groups": [{"lr": 4e-5, "params": [0]}]}}, folder / "model_best.pth")
-    (folder / "args.pkl").write_bytes(pickle.dumps(argparse.Namespace(num_heads=4, mlp_ratio=4.0, feature_size=128,
-                                                                      benchmark="spair")))
+    torch.save(
+        {
+            "epoch": 3,
+            "state_dict": state,
+            "best_loss": 61.2,
+            "scheduler": {"milestones": {100: 1}},
+            "optimizer": {
+                "state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3)}},
+                "param_groups": [{"lr": 4e-5, "params": [0]}],
+            },
+        },
+        folder / "model_best.pth",
+    )
+    (folder / "args.pkl").write_bytes(
+        pickle.dumps(argparse.Namespace(num_heads=4, mlp_ratio=4.0, feature_size=128, benchmark="spair"))
+    )
     result = convert_lpmflow(folder, tmp_path / "out", config=config, log=None)
     saved = (tmp_path / "out" / "config.json").read_text()
     assert '"architecture": "lpmflow_vit_tiny_test"' in saved and '"preset": "official"' in saved

@@ -61,13 +61,25 @@ def test_every_input_kind_gives_the_same_result(matcher, tmp_path):
     reference = matcher.match(SRC, TGT, KPTS).keypoints
     array = np.array(rgb)
     rgba = rgb.convert("RGBA")
-    inputs = [rgb, array, torch.from_numpy(array).permute(2, 0, 1), torch.from_numpy(array).permute(2, 0, 1) / 255,
-              np.dstack([array, np.full(array.shape[:2], 255, np.uint8)]), rgba, array.astype(np.uint16) * 257]
+    inputs = [
+        rgb,
+        array,
+        torch.from_numpy(array).permute(2, 0, 1),
+        torch.from_numpy(array).permute(2, 0, 1) / 255,
+        np.dstack([array, np.full(array.shape[:2], 255, np.uint8)]),
+        rgba,
+        array.astype(np.uint16) * 257,
+    ]
     for image in inputs:
         torch.testing.assert_close(matcher.match(image, TGT, KPTS).keypoints, reference, atol=0.05, rtol=0)
     gray = rgb.convert("L")
-    variants = [gray, np.asarray(gray), gray.convert("P"), Image.fromarray(np.asarray(gray).astype(np.uint16) * 257),
-                torch.from_numpy(np.array(gray))]
+    variants = [
+        gray,
+        np.asarray(gray),
+        gray.convert("P"),
+        Image.fromarray(np.asarray(gray).astype(np.uint16) * 257),
+        torch.from_numpy(np.array(gray)),
+    ]
     gray_ref = matcher.match(gray.convert("RGB"), TGT, KPTS).keypoints
     for image in variants:
         torch.testing.assert_close(matcher.match(image, TGT, KPTS).keypoints, gray_ref, atol=0.05, rtol=0)
@@ -81,17 +93,20 @@ def test_load_image_modes():
     assert load_image(np.zeros((5, 6), np.float32)).shape == (3, 5, 6)
 
 
-@pytest.mark.parametrize(("image", "kpts", "message"), [
-    ("missing.jpg", KPTS, "not found"),
-    (np.zeros((0, 5, 3), np.uint8), KPTS, "zero size"),
-    (np.zeros((4, 4, 2), np.uint8), KPTS, "must be"),
-    (torch.zeros(2, 4, 4), KPTS, "must be"),
-    (SRC, [[1.0, float("nan")]], "NaN"),
-    (SRC, [1.0, 2.0, 3.0], r"shape \(N, 2\)"),
-    (SRC, [[1.0, 2.0, 3.0]], r"shape \(N, 2\)"),
-    (SRC, "ab", "keypoints"),
-    (42, KPTS, "unsupported image type"),
-])
+@pytest.mark.parametrize(
+    ("image", "kpts", "message"),
+    [
+        ("missing.jpg", KPTS, "not found"),
+        (np.zeros((0, 5, 3), np.uint8), KPTS, "zero size"),
+        (np.zeros((4, 4, 2), np.uint8), KPTS, "must be"),
+        (torch.zeros(2, 4, 4), KPTS, "must be"),
+        (SRC, [[1.0, float("nan")]], "NaN"),
+        (SRC, [1.0, 2.0, 3.0], r"shape \(N, 2\)"),
+        (SRC, [[1.0, 2.0, 3.0]], r"shape \(N, 2\)"),
+        (SRC, "ab", "keypoints"),
+        (42, KPTS, "unsupported image type"),
+    ],
+)
 def test_bad_input_raises_input_error(matcher, image, kpts, message):
     with pytest.raises(InputError, match=message):
         matcher.match(image, TGT, kpts)

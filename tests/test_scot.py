@@ -59,7 +59,7 @@ def _shifted_pair(dx: int = 3, dy: int = 2, stride: int = 4):
     """A random feature map and its shifted crop: target cell (i, j) = source cell (i + dy, j + dx)."""
     g = torch.Generator().manual_seed(1)
     full = torch.randn(1, 32, 18, 22, generator=g)
-    src, tgt = full[..., :14, :18], full[..., dy:dy + 14, dx:dx + 18]
+    src, tgt = full[..., :14, :18], full[..., dy : dy + 14, dx : dx + 18]
     size = (14 * stride, 18 * stride)
     return ([src], None, size), ([tgt], None, size), size
 
@@ -160,6 +160,7 @@ def test_real_pairs_beat_rescale_baseline(data_root, one_thread):
     from mmnet.eval import evaluate
 
     matcher = Matcher.from_pretrained("scot_efficientnet_lite2", device="cpu")
-    res = evaluate(matcher, load_dataset("pf-willow", data_root / "pf-willow-dev"), alphas=(0.1,), limit=20,
-                   progress=False)
+    res = evaluate(
+        matcher, load_dataset("pf-willow", data_root / "pf-willow-dev"), alphas=(0.1,), limit=20, progress=False
+    )
     assert res.pck()[0] > 21.7 + 20  # the image-size baseline gets 21.7 on all of pf-willow-dev

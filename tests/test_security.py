@@ -121,6 +121,11 @@ def test_no_unsafe_loading_in_sources() -> None:
     """Every torch.load in the package and examples passes weights_only=True; no pickle, eval, exec, allow_pickle."""
     root = Path(__file__).resolve().parents[1]
     sources = [*root.glob("mmnet/**/*.py"), *root.glob("examples/**/*.py"), root / "hubconf.py"]
-    offenders = [f"{path.relative_to(root)}:{number}" for path in sources if path.name != "safe_pickle.py"
-                 for number, tokens in _code_lines(path).items() if _unsafe(tokens)]
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sources
+        if path.name != "safe_pickle.py"
+        for number, tokens in _code_lines(path).items()
+        if _unsafe(tokens)
+    ]
     assert not offenders, offenders

@@ -31,9 +31,11 @@ def _random_bn(model: MMNet) -> MMNet:
 
 def _unstreamed_features(model: MMNet, images: torch.Tensor) -> list[torch.Tensor]:
     """The features the way they were computed before streaming: every tap held, then summed per group."""
-    taps = model.backbone(images)[model.skipped_groups:]
-    attended = [model.attentions[g](sum(sem(t) for sem, t in zip(model.sems[g], taps[g], strict=True)))
-                for g in range(model.num_levels)]
+    taps = model.backbone(images)[model.skipped_groups :]
+    attended = [
+        model.attentions[g](sum(sem(t) for sem, t in zip(model.sems[g], taps[g], strict=True)))
+        for g in range(model.num_levels)
+    ]
     fused = [attended[-1]]
     for g in reversed(range(model.num_levels - 1)):
         fused.append(model.fusions[g](attended[g], fused[-1]))
@@ -100,8 +102,9 @@ def test_micro_batches_give_the_results_of_one_batch(model):
 
 def test_coarse_to_fine_flow_equals_exact_when_the_window_covers_the_grid(model):
     exact = mmnet.Matcher(model, device="cpu", input_size=(96, 128), chunk_size=37)
-    wide = mmnet.Matcher(model, device="cpu", input_size=(96, 128), flow_search="coarse-to-fine",
-                         search_radius=100, chunk_size=37)
+    wide = mmnet.Matcher(
+        model, device="cpu", input_size=(96, 128), flow_search="coarse-to-fine", search_radius=100, chunk_size=37
+    )
     a, b = exact.flow(SRC, TGT), wide.flow(SRC, TGT)
     torch.testing.assert_close(a.flow, b.flow, atol=1e-3, rtol=0)
     torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=0)

@@ -45,8 +45,17 @@ def _one_thread():
 def _smooth_image(rng: np.random.Generator, h: int = 120, w: int = 160) -> np.ndarray:
     """A smooth random RGB image (low-frequency noise), uint8."""
     coarse = torch.from_numpy(rng.uniform(0, 1, (1, 3, 6, 8))).float()
-    return (F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0].clamp(0, 1)
-            .permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return (
+        (
+            F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0]
+            .clamp(0, 1)
+            .permute(1, 2, 0)
+            .numpy()
+            * 255
+        )
+        .round()
+        .astype(np.uint8)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +86,7 @@ def test_warp_points_agree_with_warped_image() -> None:
     rng = np.random.default_rng(0)
     h, w = SIZE
     warp = RandomWarp.sample(SIZE, rng, WarpConfig(tps=0.05))
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     coords = torch.stack([xs, ys, torch.ones_like(xs)])
     warped = warp.warp_image(coords)
     p = torch.from_numpy(rng.uniform([0, 0], [w - 1, h - 1], (200, 2))).float()
@@ -98,7 +106,7 @@ def test_synthetic_pairs_keypoints_match_pixels(photo_dir: Path) -> None:
     for index in range(4):
         s = data[index]
         v = s["valid"]
-        assert v.sum() >= 4 and not v[v.sum():].any()  # valid rows first, then padding
+        assert v.sum() >= 4 and not v[v.sum() :].any()  # valid rows first, then padding
         assert torch.all(s["src_kps"][~v] == 0)
         a, b = _bilinear(s["src"], s["src_kps"][v]), _bilinear(s["tgt"], s["tgt_kps"][v])
         assert (a - b).abs().mean() < 0.03
@@ -111,9 +119,11 @@ def _write_csv(folder: Path) -> Path:
     Image.fromarray(_smooth_image(rng, 100, 150)).save(folder / "a.png")
     Image.fromarray(_smooth_image(rng, 80, 60)).save(folder / "b.png")
     path = folder / "pairs.csv"
-    path.write_text("source_image,target_image,XA,YA,XB,YB,flip\n"
-                    "a.png,b.png,10;149;50,20;99;nan,5;59;30,6;79;40,0\n"
-                    "b.png,a.png,1;2,3;4,5;6,7;8,1\n")
+    path.write_text(
+        "source_image,target_image,XA,YA,XB,YB,flip\n"
+        "a.png,b.png,10;149;50,20;99;nan,5;59;30,6;79;40,0\n"
+        "b.png,a.png,1;2,3;4,5;6,7;8,1\n"
+    )
     return path
 
 
@@ -133,8 +143,9 @@ def test_csv_pairs_scaled_and_padded(tmp_path: Path) -> None:
 def test_cub_adapter_flip_swaps_parts(data_root: Path) -> None:
     from mmnet.data import load_dataset
 
-    ds = load_dataset("cub", data_root / "cub-200-2011-cls001-050", split="trn",
-                      pairs="trn_pairs_cub_cls001-050_sameclass_seed0.csv")
+    ds = load_dataset(
+        "cub", data_root / "cub-200-2011-cls001-050", split="trn", pairs="trn_pairs_cub_cls001-050_sameclass_seed0.csv"
+    )
     plain = SupervisedPairs(ds, max_kps=15, augment=Augment.none())[0]
     mirrored = SupervisedPairs(ds, max_kps=15, augment=Augment(flip=1.0, crop=0.0, jitter=0.0))[0]
     assert torch.allclose(mirrored["src"], plain["src"].flip(-1), atol=1e-5)
@@ -185,12 +196,14 @@ def test_training_reduces_loss(photo_dir: Path, tmp_path: Path) -> None:
     def loss() -> float:
         model.eval()
         with torch.no_grad():
-            return float(mmnet_loss(model, batch["src"], batch["tgt"], batch["src_kps"], batch["tgt_kps"],
-                                    batch["valid"]))
+            return float(
+                mmnet_loss(model, batch["src"], batch["tgt"], batch["src_kps"], batch["tgt_kps"], batch["valid"])
+            )
 
     before = loss()
-    config = TrainConfig(steps=20, batch_size=2, lr=3e-3, warmup=0, train_backbone="frozen", checkpoint_minutes=0,
-                         log_every=5)
+    config = TrainConfig(
+        steps=20, batch_size=2, lr=3e-3, warmup=0, train_backbone="frozen", checkpoint_minutes=0, log_every=5
+    )
     Trainer(model, fixed, config, tmp_path / "run", progress=False).fit()
     after = loss()
     assert after < 0.85 * before  # the soft targets put a floor under the BCE: 0.73 here
@@ -216,8 +229,16 @@ def test_resume_is_bit_identical(photo_dir: Path, tmp_path: Path) -> None:
         sup = SupervisedPairs(CsvPairs(_write_csv(tmp_path)), size=SIZE, max_kps=6)
         syn = SyntheticPairs(photo_dir, size=SIZE, n_points=6, seed=1)
         data = MixedPairs([sup, syn], [0.5, 0.5], length=6, seed=1)
-        config = TrainConfig(steps=4, batch_size=1, accumulate=2, lr=1e-3, warmup=1, train_backbone="frozen",
-                             checkpoint_minutes=0, seed=5)
+        config = TrainConfig(
+            steps=4,
+            batch_size=1,
+            accumulate=2,
+            lr=1e-3,
+            warmup=1,
+            train_backbone="frozen",
+            checkpoint_minutes=0,
+            seed=5,
+        )
         return Trainer(_tiny_model(seed), data, config, tmp_path / f"run{seed}", progress=False)
 
     straight = make(0)
@@ -232,7 +253,8 @@ def test_resume_is_bit_identical(photo_dir: Path, tmp_path: Path) -> None:
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert straight.optimizer.state_dict()["state"][0]["exp_avg"].equal(
-        resumed.optimizer.state_dict()["state"][0]["exp_avg"])
+        resumed.optimizer.state_dict()["state"][0]["exp_avg"]
+    )
 
 
 def _free_port() -> int:
@@ -249,8 +271,7 @@ def _ddp_worker(rank: int, world: int, port: int, photos: str, out: str) -> None
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         syn = SyntheticPairs(photos, size=SIZE, n_points=6, seed=0)
-        config = TrainConfig(steps=2, batch_size=1, lr=1e-3, warmup=0, train_backbone="frozen",
-                             checkpoint_minutes=0)
+        config = TrainConfig(steps=2, batch_size=1, lr=1e-3, warmup=0, train_backbone="frozen", checkpoint_minutes=0)
         trainer = Trainer(_tiny_model(rank), syn, config, out, progress=False)  # rank 1 starts different...
         torch.distributed.barrier()
         trainer.fit()
@@ -306,8 +327,12 @@ def test_training_sees_the_pixels_inference_sees(tmp_path: Path) -> None:
     Image.fromarray(rgba, "RGBA").save(tmp_path / "photos" / "a.png")
     syn = SyntheticPairs(tmp_path / "photos", size=SIZE, warp=WarpConfig(flip=0.0, crop=(1.0, 1.0)))
     base = syn.base_image(0, np.random.default_rng(0))
-    assert torch.equal(base, F.interpolate(load_image(tmp_path / "a.png")[None], size=SIZE, mode="bilinear",
-                                           align_corners=False, antialias=True)[0])
+    assert torch.equal(
+        base,
+        F.interpolate(
+            load_image(tmp_path / "a.png")[None], size=SIZE, mode="bilinear", align_corners=False, antialias=True
+        )[0],
+    )
 
 
 def test_csv_keypoints_are_in_the_exif_oriented_frame(tmp_path: Path) -> None:
@@ -332,9 +357,14 @@ def test_csv_keypoints_are_in_the_exif_oriented_frame(tmp_path: Path) -> None:
         assert values[0] > 0.8 and values[1] < 0.2  # on the block, off the block
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"max_kps": 0}, "max_kps must be an integer >= 1, got 0"),
-                                                 ({"size": (0, 32)}, "size must be"),
-                                                 ({"size": (64,)}, r"size must be \(height, width\)")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_kps": 0}, "max_kps must be an integer >= 1, got 0"),
+        ({"size": (0, 32)}, "size must be"),
+        ({"size": (64,)}, r"size must be \(height, width\)"),
+    ],
+)
 def test_pair_sources_check_max_kps_and_size(tmp_path: Path, photo_dir: Path, kwargs: dict, message: str) -> None:
     from mmnet.errors import InputError
 
@@ -359,10 +389,13 @@ def _tiny_lpmflow() -> torch.nn.Module:
     return LPMFlow(LpmflowConfig.tiny())
 
 
-@pytest.mark.parametrize(("make", "options"), [(_tiny_cats, {}), (_tiny_cats, {"objective": "keypoint"}),
-                                               (_tiny_lpmflow, {"flow_target": "official"})])
-def test_cats_and_lpmflow_train_with_their_objectives_and_resume(photo_dir: Path, tmp_path: Path, make,
-                                                                 options: dict) -> None:
+@pytest.mark.parametrize(
+    ("make", "options"),
+    [(_tiny_cats, {}), (_tiny_cats, {"objective": "keypoint"}), (_tiny_lpmflow, {"flow_target": "official"})],
+)
+def test_cats_and_lpmflow_train_with_their_objectives_and_resume(
+    photo_dir: Path, tmp_path: Path, make, options: dict
+) -> None:
     """One step of each family's own loss moves the weights, and a resumed run is bit-identical."""
     from mmnet.train.families import CatsObjective, LpmflowObjective
 
@@ -401,15 +434,21 @@ def test_family_settings_that_do_not_apply_are_refused(photo_dir: Path, tmp_path
         TrainConfig(objective="epe")
 
 
-def test_resume_and_short_warmup_each_print_one_line(photo_dir: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_and_short_warmup_each_print_one_line(
+    photo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     syn = SyntheticPairs(photo_dir, size=SIZE, n_points=6)
     config = TrainConfig(steps=2, batch_size=2, warmup=10, checkpoint_minutes=0)
     Trainer(_tiny_model(), syn, config, tmp_path / "run", progress=False).fit(stop_at=1)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "warmup (10 steps) is longer than the run (2 steps)" in lines[0]
-    Trainer(_tiny_model(), syn, TrainConfig(steps=2, batch_size=2, warmup=1, checkpoint_minutes=0), tmp_path / "run",
-            progress=False).fit(resume="auto")
+    Trainer(
+        _tiny_model(),
+        syn,
+        TrainConfig(steps=2, batch_size=2, warmup=1, checkpoint_minutes=0),
+        tmp_path / "run",
+        progress=False,
+    ).fit(resume="auto")
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"resuming from {tmp_path / 'run' / 'last.pt'} at step 1 of 2")
 
@@ -432,9 +471,31 @@ def test_cli_release_keeps_the_readout_of_init_and_records_a_runnable_command(tm
 
     save_pretrained(_tiny_model(), tmp_path / "init", readout={"level": 2})
     csv_path = _write_csv(tmp_path)
-    argv = ["--init", str(tmp_path / "init"), "--csv", str(csv_path), "--size", "64", "96", "--steps", "1",
-            "--batch-size", "2", "--warmup", "0", "--no-augment", "--freeze-bn", "false",
-            "--out", str(tmp_path / "run"), "--release", str(tmp_path / "release"), "--no-progress", "--threads", "1"]
+    argv = [
+        "--init",
+        str(tmp_path / "init"),
+        "--csv",
+        str(csv_path),
+        "--size",
+        "64",
+        "96",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--warmup",
+        "0",
+        "--no-augment",
+        "--freeze-bn",
+        "false",
+        "--out",
+        str(tmp_path / "run"),
+        "--release",
+        str(tmp_path / "release"),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     assert _train_cli(argv) == 0
     config = json.loads((tmp_path / "release" / "config.json").read_text())
     assert config["readout"] == {"level": 2} and from_pretrained(tmp_path / "release").readout == {"level": 2}
@@ -449,19 +510,36 @@ def test_cli_release_keeps_the_readout_of_init_and_records_a_runnable_command(tm
     assert json.loads((tmp_path / "release" / "config.json").read_text())["readout"] == {"level": 3}
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--release-readout", "{level: 2}"], "--release-readout must be a JSON object"),
-    (["--release-readout", '{"lvl": 2}'], "lvl"),
-    (["--release-best"], "--release-best needs validation"),
-    (["--max-kps", "0"], "max_kps must be an integer >= 1, got 0"),
-    (["--size", "0", "96"], r"size must be \(height, width\), two integers >= 1, got"),
-    (["--model", "cats_resnet18", "--channels", "8"], "--channels shape an mmnet_<backbone> model"),
-    (["--model", "scot_resnet18"], "'scot_resnet18' is not a trainable architecture"),
-])
-def test_cli_bad_training_options_fail_before_training(tmp_path: Path, extra: list[str], message: str,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--csv", str(_write_csv(tmp_path)), "--no-pretrained-backbone", "--model", "mmnet_resnet18", "--steps", "1",
-            "--out", str(tmp_path / "run"), "--release", str(tmp_path / "rel"), "--no-progress", *extra]
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--release-readout", "{level: 2}"], "--release-readout must be a JSON object"),
+        (["--release-readout", '{"lvl": 2}'], "lvl"),
+        (["--release-best"], "--release-best needs validation"),
+        (["--max-kps", "0"], "max_kps must be an integer >= 1, got 0"),
+        (["--size", "0", "96"], r"size must be \(height, width\), two integers >= 1, got"),
+        (["--model", "cats_resnet18", "--channels", "8"], "--channels shape an mmnet_<backbone> model"),
+        (["--model", "scot_resnet18"], "'scot_resnet18' is not a trainable architecture"),
+    ],
+)
+def test_cli_bad_training_options_fail_before_training(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--csv",
+        str(_write_csv(tmp_path)),
+        "--no-pretrained-backbone",
+        "--model",
+        "mmnet_resnet18",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--release",
+        str(tmp_path / "rel"),
+        "--no-progress",
+        *extra,
+    ]
     assert _train_cli(argv) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
@@ -476,17 +554,59 @@ def test_cli_trains_and_releases_cats_and_lpmflow(tmp_path: Path) -> None:
     from mmnet.matching.lpmflow import load_lpmflow, save_lpmflow
 
     csv_path = _write_csv(tmp_path)
-    common = ["--csv", str(csv_path), "--steps", "1", "--batch-size", "1", "--warmup", "0", "--no-progress",
-              "--threads", "1"]
-    assert _train_cli([*common, "--model", "cats_resnet18", "--no-pretrained-backbone", "--size", "64", "64",
-                       "--objective", "keypoint", "--out", str(tmp_path / "cats"),
-                       "--release", str(tmp_path / "r1")]) == 0
+    common = [
+        "--csv",
+        str(csv_path),
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--warmup",
+        "0",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    assert (
+        _train_cli(
+            [
+                *common,
+                "--model",
+                "cats_resnet18",
+                "--no-pretrained-backbone",
+                "--size",
+                "64",
+                "64",
+                "--objective",
+                "keypoint",
+                "--out",
+                str(tmp_path / "cats"),
+                "--release",
+                str(tmp_path / "r1"),
+            ]
+        )
+        == 0
+    )
     config = json.loads((tmp_path / "r1" / "config.json").read_text())
     assert config["architecture"] == "cats_resnet18" and config["training"]["command"].startswith("mmnet train ")
     assert json.loads((tmp_path / "cats" / "config.json").read_text())["train"]["objective"] == "keypoint"
     save_lpmflow(_tiny_lpmflow(), tmp_path / "lpm", readout={"preset": "official"})
-    assert _train_cli([*common, "--init", str(tmp_path / "lpm"), "--flow-target", "official",
-                       "--out", str(tmp_path / "lpmrun"), "--release", str(tmp_path / "r2")]) == 0
+    assert (
+        _train_cli(
+            [
+                *common,
+                "--init",
+                str(tmp_path / "lpm"),
+                "--flow-target",
+                "official",
+                "--out",
+                str(tmp_path / "lpmrun"),
+                "--release",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 0
+    )
     released = load_lpmflow(tmp_path / "r2")
     assert released.readout == {"preset": "official"} and released.config == _tiny_lpmflow().config
 
@@ -500,8 +620,21 @@ def test_finetune_example_keeps_the_readout_of_its_weights(tmp_path: Path) -> No
     root = Path(__file__).resolve().parents[1]
     csv_path = _write_csv(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(root / "examples" / "finetune_custom_csv.py"), str(csv_path), "--out",
-                    str(tmp_path / "run"), "--steps", "1"], check=True, env=env, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "finetune_custom_csv.py"),
+            str(csv_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "1",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     released = json.loads((tmp_path / "run" / "release" / "config.json").read_text())["readout"]
     original = json.loads((root / "weights" / "mmnet_efficientnet_lite2.cub_photos" / "config.json").read_text())
     assert released == original["readout"] and released["level"] == 2

@@ -19,12 +19,20 @@ def _readout(**kw):
     return ReadoutConfig(method="ot", **kw)
 
 
-@pytest.mark.parametrize(("field", "value", "allowed"), [
-    ("ot_epsilon", 0, "> 0"), ("ot_epsilon", float("nan"), "finite"), ("ot_epsilon", "1", "finite number"),
-    ("ot_iterations", 0, ">= 1"), ("ot_iterations", 2.0, "integer"), ("ot_exponent", -1.0, "> 0"),
-    ("ot_masses", "saliency", "'uniform', 'confidence'"), ("ot_hough", 1, "True or False"),
-    ("method", "sinkhorn", "'ot'"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("ot_epsilon", 0, "> 0"),
+        ("ot_epsilon", float("nan"), "finite"),
+        ("ot_epsilon", "1", "finite number"),
+        ("ot_iterations", 0, ">= 1"),
+        ("ot_iterations", 2.0, "integer"),
+        ("ot_exponent", -1.0, "> 0"),
+        ("ot_masses", "saliency", "'uniform', 'confidence'"),
+        ("ot_hough", 1, "True or False"),
+        ("method", "sinkhorn", "'ot'"),
+    ],
+)
 def test_settings_are_checked_at_construction(field, value, allowed):
     with pytest.raises(InputError, match=field) as info:
         ReadoutConfig(**{field: value})
@@ -95,8 +103,9 @@ def test_balanced_scores_give_the_plain_readout_exactly():
     h, w = 6, 8
     scores = _torus_scores(h, w, 1, 2)
     log_final = transport_scores(scores, _readout(), (h, w), (h, w), (48, 64), (48, 64))
-    torch.testing.assert_close(log_final - log_final.amax(-1, keepdim=True),
-                               scores - scores.amax(-1, keepdim=True), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        log_final - log_final.amax(-1, keepdim=True), scores - scores.amax(-1, keepdim=True), atol=1e-4, rtol=0
+    )
     plain = read_scores(scores.view(1, h * w, h, w), ReadoutConfig(method="softargmax"))
     ours = read_scores(log_final.view(1, h * w, h, w), _readout())
     torch.testing.assert_close(ours[0], plain[0], atol=1e-4, rtol=0)
@@ -137,8 +146,9 @@ def model():
 def test_matcher_identical_pair_maps_cells_onto_themselves(model):
     # an image against itself: the scores are a Gram matrix, so the identity is the best one-to-one assignment
     # (this random model's scores span only about 1.1 to 1.6, so epsilon must be small to approach the assignment)
-    ot = mmnet.Matcher(model, device="cpu", input_size=(64, 96), level=2, method="ot", ot_epsilon=0.01,
-                       ot_iterations=2000, window=1)
+    ot = mmnet.Matcher(
+        model, device="cpu", input_size=(64, 96), level=2, method="ot", ot_epsilon=0.01, ot_iterations=2000, window=1
+    )
     assert ot.readout.method == "ot" and ot.readout.ot_epsilon == 0.01
     image = EXAMPLES / "astronaut.jpg"
     size = 224  # the example is 224 x 224; cells of the 8 x 12 grid of level 2 (stride 8 on 64 x 96)
@@ -168,8 +178,16 @@ def test_matcher_ot_keypoints_equal_its_dense_flow_at_cell_centres(model):
 
 
 def test_readout_round_trips_through_a_checkpoint(model, tmp_path):
-    readout = {"level": 2, "method": "ot", "window": 3, "ot_epsilon": 0.5, "ot_iterations": 50,
-               "ot_exponent": 2.0, "ot_masses": "confidence", "ot_hough": True}
+    readout = {
+        "level": 2,
+        "method": "ot",
+        "window": 3,
+        "ot_epsilon": 0.5,
+        "ot_iterations": 50,
+        "ot_exponent": 2.0,
+        "ot_masses": "confidence",
+        "ot_hough": True,
+    }
     folder = mmnet.save_pretrained(model, tmp_path / "ot", readout=readout)
     loaded = mmnet.from_pretrained(folder)
     assert loaded.readout == readout

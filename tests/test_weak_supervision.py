@@ -67,10 +67,12 @@ def test_pseudo_label_writes_a_csv_that_training_reads(tmp_path: Path) -> None:
         (tmp_path / "photos" / category).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(
-                tmp_path / "photos" / category / f"{i}.png")
+                tmp_path / "photos" / category / f"{i}.png"
+            )
     out = tmp_path / "pseudo.csv"
-    stats = pseudo_label(ShiftTeacher(), tmp_path / "photos", out, PseudoLabelConfig(pairs_per_category=2, grid=3),
-                         progress=False)
+    stats = pseudo_label(
+        ShiftTeacher(), tmp_path / "photos", out, PseudoLabelConfig(pairs_per_category=2, grid=3), progress=False
+    )
     assert stats["pairs_tried"] == 4
     pairs = CsvPairs(out, tmp_path / "photos")
     assert len(pairs) == stats["pairs_kept"] == 4 and stats["points_kept"] == 4 * 9
@@ -92,8 +94,13 @@ def test_pseudo_label_config_and_folder_errors(tmp_path: Path) -> None:
 
 
 def test_carved_validation_is_image_disjoint_and_deterministic(tmp_path: Path) -> None:
-    rows = [{"source_image": f"c{c}/{i}.jpg", "target_image": f"c{c}/{j}.jpg", "source_class": str(c)}
-            for c in range(3) for i in range(10) for j in range(10) if i != j]
+    rows = [
+        {"source_image": f"c{c}/{i}.jpg", "target_image": f"c{c}/{j}.jpg", "source_class": str(c)}
+        for c in range(3)
+        for i in range(10)
+        for j in range(10)
+        if i != j
+    ]
     path = tmp_path / "trn.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -126,14 +133,22 @@ def test_refilter_applies_score_and_margin_to_an_earlier_csv(tmp_path: Path) -> 
 
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / name)
-    row = {"source_image": "a.png", "target_image": "b.png", "XA": "10;50;60;2", "YA": "10;50;60;50",
-           "XB": "20;50;61;50", "YB": "20;50;61;50", "score": "0.9;0.5;0.8;0.95"}
+    row = {
+        "source_image": "a.png",
+        "target_image": "b.png",
+        "XA": "10;50;60;2",
+        "YA": "10;50;60;50",
+        "XB": "20;50;61;50",
+        "YB": "20;50;61;50",
+        "score": "0.9;0.5;0.8;0.95",
+    }
     with open(tmp_path / "in.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(row))
         writer.writeheader()
         writer.writerow(row)
-    stats = refilter(tmp_path / "in.csv", tmp_path, tmp_path / "out.csv",
-                     PseudoLabelConfig(min_score=0.6, margin=0.05, min_points=1))
+    stats = refilter(
+        tmp_path / "in.csv", tmp_path, tmp_path / "out.csv", PseudoLabelConfig(min_score=0.6, margin=0.05, min_points=1)
+    )
     out = next(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
     assert stats == {"pairs_in": 1, "pairs_kept": 1, "points_kept": 2}
     assert out["XA"] == "10.0;60.0" and out["score"] == "0.900;0.800"  # 0.5 too low; x=2 on the border

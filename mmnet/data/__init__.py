@@ -22,8 +22,9 @@ from mmnet.errors import InputError
 DATASETS: dict[str, type[PairDataset]] = {"pf-pascal": PFPascal, "pf-willow": PFWillow, "spair": SPair, "cub": CUB}
 
 
-def load_dataset(name: str, root: str | Path, split: str = "test", pairs: str | Path | None = None,
-                 **kw: Any) -> PairDataset:
+def load_dataset(
+    name: str, root: str | Path, split: str = "test", pairs: str | Path | None = None, **kw: Any
+) -> PairDataset:
     """`name` in {pf-pascal, pf-willow, spair, cub}; extra keywords go to the dataset class
     (SPair: `size`; CUB: `n_pairs`, `same_class`, `seed`)."""
     cls = DATASETS.get(name.lower()) if isinstance(name, str) else None
@@ -36,5 +37,15 @@ def load_dataset(name: str, root: str | Path, split: str = "test", pairs: str | 
     return build(root, split=split, pairs=pairs, **kw)
 
 
-__all__ = ["CUB", "DATASETS", "PFPascal", "PFWillow", "PairDataset", "PairRecord", "SPair", "load_dataset",
-           "mirror_box", "mirror_points"]
+__all__ = [
+    "CUB",
+    "DATASETS",
+    "PFPascal",
+    "PFWillow",
+    "PairDataset",
+    "PairRecord",
+    "SPair",
+    "load_dataset",
+    "mirror_box",
+    "mirror_points",
+]

@@ -16,8 +16,15 @@ from PIL import Image
 from mmnet.checks import describe
 from mmnet.errors import DatasetError, InputError
 
-SPLIT_ALIASES = {"trn": "trn", "train": "trn", "training": "trn", "val": "val", "validation": "val",
-                 "test": "test", "tst": "test"}
+SPLIT_ALIASES = {
+    "trn": "trn",
+    "train": "trn",
+    "training": "trn",
+    "val": "val",
+    "validation": "val",
+    "test": "test",
+    "tst": "test",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,8 +90,11 @@ def mirror_box(box: np.ndarray | None, width: int) -> np.ndarray | None:
 
 def as_kps(x: Any, y: Any | None = None) -> np.ndarray:
     """(N, 2) float32 from an (N, 2) array, or from separate x and y sequences."""
-    arr = np.asarray(x, dtype=np.float32) if y is None else np.stack(
-        [np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)], axis=1)
+    arr = (
+        np.asarray(x, dtype=np.float32)
+        if y is None
+        else np.stack([np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)], axis=1)
+    )
     return arr.reshape(-1, 2)
 
 
@@ -94,10 +104,13 @@ def as_box(box: Any) -> np.ndarray:
 
 def _image_error(path: Path, exc: Exception) -> DatasetError:
     if isinstance(exc, Image.DecompressionBombError):
-        return DatasetError(f"image {path} is larger than PIL's decompression-bomb limit ({exc}); raise "
-                            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted")
-    return DatasetError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); the file may be truncated "
-                        "or not an image")
+        return DatasetError(
+            f"image {path} is larger than PIL's decompression-bomb limit ({exc}); raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        )
+    return DatasetError(
+        f"image {path} cannot be read ({type(exc).__name__}: {exc}); the file may be truncated or not an image"
+    )
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -140,16 +153,18 @@ def load_mat(path: Path, dataset: str = "", keys: Sequence[str] = ()) -> dict[st
     try:
         mat = loadmat(path)
     except Exception as exc:  # scipy raises ValueError, TypeError, OSError... for damaged files
-        raise DatasetError(f"{prefix}{path}: not a readable MATLAB file ({type(exc).__name__}: {exc}); "
-                           "it may be truncated") from None
+        raise DatasetError(
+            f"{prefix}{path}: not a readable MATLAB file ({type(exc).__name__}: {exc}); it may be truncated"
+        ) from None
     missing = [k for k in keys if k not in mat]
     if missing:
         raise DatasetError(f"{prefix}{path}: no variable {', '.join(map(repr, missing))} in the MATLAB file")
     return mat
 
 
-def mat_points(value: Any, path: Path, dataset: str, *, missing_rows: bool = False,
-               transpose: bool = False) -> np.ndarray:
+def mat_points(
+    value: Any, path: Path, dataset: str, *, missing_rows: bool = False, transpose: bool = False
+) -> np.ndarray:
     """(N, 2) float32 keypoints from a MATLAB array (`transpose`: stored 2 x N). With `missing_rows`, a row that
     is NaN in both coordinates marks an invisible keypoint; any other NaN or inf is an error."""
     try:
@@ -163,9 +178,10 @@ def mat_points(value: Any, path: Path, dataset: str, *, missing_rows: bool = Fal
     missing = np.isnan(arr).all(1) if missing_rows else np.zeros(len(arr), bool)
     bad = ~np.isfinite(arr).all(1) & ~missing
     if bad.any():
-        raise DatasetError(f"{dataset}: {path}: keypoint {int(np.flatnonzero(bad)[0]) + 1} is not finite "
-                           f"({arr[bad][0].tolist()})" + ("; an invisible keypoint is NaN in both x and y"
-                                                          if missing_rows else ""))
+        raise DatasetError(
+            f"{dataset}: {path}: keypoint {int(np.flatnonzero(bad)[0]) + 1} is not finite "
+            f"({arr[bad][0].tolist()})" + ("; an invisible keypoint is NaN in both x and y" if missing_rows else "")
+        )
     return arr.astype(np.float32)
 
 
@@ -176,8 +192,10 @@ def mat_box(value: Any, path: Path, dataset: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise DatasetError(f"{dataset}: {path}: the box is not numbers") from None
     if box.shape != (4,) or not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]:
-        raise DatasetError(f"{dataset}: {path}: the box must be 4 finite numbers x1 y1 x2 y2 with x1 <= x2 and "
-                           f"y1 <= y2, got {box.tolist()}")
+        raise DatasetError(
+            f"{dataset}: {path}: the box must be 4 finite numbers x1 y1 x2 y2 with x1 <= x2 and "
+            f"y1 <= y2, got {box.tolist()}"
+        )
     return box.astype(np.float32)
 
 
@@ -198,8 +216,7 @@ class AnnotationFile:
         except UnicodeDecodeError as exc:
             raise self.error(None, f"not a text file ({exc})") from None
 
-    def number(self, text: str | None, line: int, column: str, *, integer: bool = False,
-               finite: bool = True) -> float:
+    def number(self, text: str | None, line: int, column: str, *, integer: bool = False, finite: bool = True) -> float:
         """One number from a cell; empty, malformed, non-finite (unless `finite=False`) or, with `integer`,
         fractional values are errors."""
         if text is None:
@@ -217,8 +234,9 @@ class AnnotationFile:
             raise self.error(line, f"column {column!r}: {cell!r} is not an integer")
         return int(value) if integer else value
 
-    def numbers(self, text: str | None, line: int, column: str, *, length: int | None = None,
-                integer: bool = False) -> np.ndarray:
+    def numbers(
+        self, text: str | None, line: int, column: str, *, length: int | None = None, integer: bool = False
+    ) -> np.ndarray:
         """A ';'-separated list of finite numbers (float32, or int64 with `integer`), of `length` when given."""
         if text is None:
             raise self.error(line, f"no value in column {column!r} (the row is shorter than the header)")
@@ -236,8 +254,9 @@ class AnnotationFile:
             raise self.error(line, f"column {column!r} has {len(values)} values, expected {length}")
         return values.astype(np.int64) if integer else values.astype(np.float32)
 
-    def csv_rows(self, required: Sequence[str] = (),
-                 min_columns: int = 0) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    def csv_rows(
+        self, required: Sequence[str] = (), min_columns: int = 0
+    ) -> tuple[list[str], list[tuple[int, list[str]]]]:
         """(header, [(line, cells), ...]) of a csv file with a header row; blank lines are skipped. A file with
         no header, without the `required` columns, or with no data row is an error."""
         try:
@@ -251,8 +270,9 @@ class AnnotationFile:
             raise self.error(None, "the file is empty (expected a header row and one row per pair)")
         missing = [c for c in required if c not in header]
         if missing:
-            raise self.error(1, f"missing column(s) {', '.join(map(repr, missing))} in the header "
-                                f"(found: {', '.join(header)})")
+            raise self.error(
+                1, f"missing column(s) {', '.join(map(repr, missing))} in the header (found: {', '.join(header)})"
+            )
         if len(header) < min_columns:
             raise self.error(1, f"the header has {len(header)} columns, expected at least {min_columns}")
         if not rows:
@@ -335,8 +355,10 @@ class PairDataset:
     def missing(self, path: Path, what: str) -> DatasetError:
         """The error for a missing file: which file, where it was expected, where the data comes from."""
         shown = path.relative_to(self.root) if path != self.root and path.is_relative_to(self.root) else path
-        return DatasetError(f"{self.name}: {what} '{shown}' not found (expected at {path}). "
-                            f"{self.name} is not shipped with mmnet; get it from {self.source}")
+        return DatasetError(
+            f"{self.name}: {what} '{shown}' not found (expected at {path}). "
+            f"{self.name} is not shipped with mmnet; get it from {self.source}"
+        )
 
     def require(self, path: Path, what: str) -> Path:
         if not path.exists():

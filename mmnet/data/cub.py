@@ -14,8 +14,23 @@ from mmnet.data.base import AnnotationFile, PairDataset, PairRecord, as_box, nor
 from mmnet.errors import InputError
 
 N_PARTS = 15
-PARTS = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
-         "right eye", "right leg", "right wing", "tail", "throat")
+PARTS = (
+    "back",
+    "beak",
+    "belly",
+    "breast",
+    "crown",
+    "forehead",
+    "left eye",
+    "left leg",
+    "left wing",
+    "nape",
+    "right eye",
+    "right leg",
+    "right wing",
+    "tail",
+    "throat",
+)
 # A left-right mirror turns the bird's left eye/leg/wing (parts 7, 8, 9) into its right ones (11, 12, 13).
 FLIP_PERM = np.array([0, 1, 2, 3, 4, 5, 10, 11, 12, 9, 6, 7, 8, 13, 14])
 
@@ -31,8 +46,19 @@ class _Row(NamedTuple):
     category: str
 
 
-LIST_COLUMNS = ("source_image", "target_image", "source_class", "target_class", "kp_ids", "XA", "YA", "XB", "YB",
-                "src_bbox", "trg_bbox")
+LIST_COLUMNS = (
+    "source_image",
+    "target_image",
+    "source_class",
+    "target_class",
+    "kp_ids",
+    "XA",
+    "YA",
+    "XB",
+    "YB",
+    "src_bbox",
+    "trg_bbox",
+)
 
 
 def _partners(masks: np.ndarray) -> np.ndarray:
@@ -67,8 +93,16 @@ class CUB(PairDataset):
     default_threshold = "bbox"
     flip_perm = FLIP_PERM
 
-    def __init__(self, root: str | Path, split: str = "test", pairs: str | Path | None = None, *,
-                 n_pairs: int = 1000, same_class: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "test",
+        pairs: str | Path | None = None,
+        *,
+        n_pairs: int = 1000,
+        same_class: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__(root, split)
         if not (self.root / "images.txt").is_file() and (self.root / "CUB_200_2011").is_dir():
             self.root = self.root / "CUB_200_2011"
@@ -98,8 +132,9 @@ class CUB(PairDataset):
             line = f.cells(header, n, cells)
             ids = f.numbers(line["kp_ids"], n, "kp_ids", integer=True)
             if ids.min() < 1 or ids.max() > N_PARTS:
-                raise f.error(n, f"column 'kp_ids': part id {int(ids[(ids < 1) | (ids > N_PARTS)][0])} "
-                                 f"is outside 1..{N_PARTS}")
+                raise f.error(
+                    n, f"column 'kp_ids': part id {int(ids[(ids < 1) | (ids > N_PARTS)][0])} is outside 1..{N_PARTS}"
+                )
             if len(np.unique(ids)) != len(ids):
                 raise f.error(n, "column 'kp_ids' lists a part twice")
             ids = ids - 1
@@ -143,20 +178,25 @@ class CUB(PairDataset):
             if not cells:
                 continue
             if len(cells) != len(columns):
-                raise f.error(i, f"{len(cells)} values, expected {len(columns)} ({' '.join(columns)}); "
-                                 "the file may be truncated")
+                raise f.error(
+                    i, f"{len(cells)} values, expected {len(columns)} ({' '.join(columns)}); the file may be truncated"
+                )
             for cell, column in zip(cells, columns, strict=True):
                 f.number(cell, i, column)
         raise f.error(None, "the file is empty")
 
-    def _by_id(self, name: str, columns: tuple[str, ...], ids: np.ndarray,
-               per_image: int = 1) -> tuple[AnnotationFile, np.ndarray]:
+    def _by_id(
+        self, name: str, columns: tuple[str, ...], ids: np.ndarray, per_image: int = 1
+    ) -> tuple[AnnotationFile, np.ndarray]:
         """(I, per_image, C): the columns after the id (and part id) of an official table, in the order of `ids`."""
         f, table = self._table(name, columns)
         keys = table[:, 0] * per_image + (table[:, 1] - 1 if per_image > 1 else 0)
         raw, table = table, table[np.argsort(keys, kind="stable")]
-        if len(table) != per_image * len(ids) or not np.array_equal(table[::per_image, 0], ids) or (
-                per_image > 1 and not np.array_equal(table[:, 1], np.tile(np.arange(1, per_image + 1), len(ids)))):
+        if (
+            len(table) != per_image * len(ids)
+            or not np.array_equal(table[::per_image, 0], ids)
+            or (per_image > 1 and not np.array_equal(table[:, 1], np.tile(np.arange(1, per_image + 1), len(ids))))
+        ):
             stray = np.flatnonzero(~np.isin(raw[:, 0], ids))
             if stray.size:
                 raise f.error(None, f"image id {raw[stray[0], 0]:g} is not listed in images.txt")
@@ -164,11 +204,14 @@ class CUB(PairDataset):
             for image in ids.tolist():
                 have = counts.get(image, 0)
                 if have != per_image:
-                    raise f.error(None, f"image id {image} has {have} row(s), expected {per_image}"
-                                  + ("; the file may be truncated" if have < per_image else "")
-                                  + (f" (one per part, part ids 1..{per_image})" if per_image > 1 else ""))
+                    raise f.error(
+                        None,
+                        f"image id {image} has {have} row(s), expected {per_image}"
+                        + ("; the file may be truncated" if have < per_image else "")
+                        + (f" (one per part, part ids 1..{per_image})" if per_image > 1 else ""),
+                    )
             raise f.error(None, f"part ids must be 1..{per_image}, once per image")
-        return f, table[:, 1 + (per_image > 1):].reshape(len(ids), per_image, -1)
+        return f, table[:, 1 + (per_image > 1) :].reshape(len(ids), per_image, -1)
 
     def _image_list(self) -> dict[int, str]:
         f = AnnotationFile(self.name, self.require(self.root / "images.txt", "image list"))
@@ -197,8 +240,9 @@ class CUB(PairDataset):
     def _sample(self, n_pairs: int, same_class: bool, seed: int) -> list[_Row]:
         names = self._image_list()
         ids = np.array(list(names))
-        f, parts = self._by_id("parts/part_locs.txt", ("image_id", "part_id", "x", "y", "visible"), ids,
-                               N_PARTS)  # (I, 15, 3): x, y, visible
+        f, parts = self._by_id(
+            "parts/part_locs.txt", ("image_id", "part_id", "x", "y", "visible"), ids, N_PARTS
+        )  # (I, 15, 3): x, y, visible
         xy, visible = parts[..., :2].astype(np.float32), self._flags(f, parts[..., 2], "visible")
         f, boxes = self._by_id("bounding_boxes.txt", ("image_id", "x", "y", "width", "height"), ids)
         if (boxes[:, 0, 2:] <= 0).any():
@@ -220,9 +264,11 @@ class CUB(PairDataset):
         possible = int(targets[pool].sum())
         if n_pairs > possible:
             kind = "same-species " if same_class else ""
-            raise InputError(f"{self.name}: cannot draw {n_pairs} distinct pairs: the {self.split} split "
-                             f"({len(pool)} images) has only {possible} ordered {kind}pairs of distinct images "
-                             "that share a visible part")
+            raise InputError(
+                f"{self.name}: cannot draw {n_pairs} distinct pairs: the {self.split} split "
+                f"({len(pool)} images) has only {possible} ordered {kind}pairs of distinct images "
+                "that share a visible part"
+            )
         rng = np.random.default_rng(seed)
         chosen: dict[tuple[int, int], None] = {}
         by_class = {c: pool[cls[pool] == c] for c in np.unique(cls[pool])}
@@ -261,6 +307,18 @@ class CUB(PairDataset):
         return rows
 
     def _record(self, row: _Row) -> PairRecord:
-        return PairRecord(row.src, row.tgt, row.src_kps, row.tgt_kps, row.valid, as_box(row.src_box),
-                          as_box(row.tgt_box), row.category, False, {}, self.size_of(row.src),
-                          self.size_of(row.tgt), np.arange(1, N_PARTS + 1))
+        return PairRecord(
+            row.src,
+            row.tgt,
+            row.src_kps,
+            row.tgt_kps,
+            row.valid,
+            as_box(row.src_box),
+            as_box(row.tgt_box),
+            row.category,
+            False,
+            {},
+            self.size_of(row.src),
+            self.size_of(row.tgt),
+            np.arange(1, N_PARTS + 1),
+        )

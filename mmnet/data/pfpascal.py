@@ -19,9 +19,28 @@ from mmnet.data.base import (
 )
 from mmnet.errors import DatasetError
 
-PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-                  "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-                  "tvmonitor")
+PASCAL_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 _CSV_NAMES = {"trn": ("trn", "train"), "val": ("val",), "test": ("test",)}
 
 
@@ -45,9 +64,11 @@ class PFPascal(PairDataset):
     """
 
     name = "PF-PASCAL"
-    source = ("https://www.di.ens.fr/willow/research/proposalflow/ (images + Annotations); the split csv files "
-              "come with the HPF/DHPF data download (github.com/juhongm999/hpf) or NCNet "
-              "(github.com/ignacio-rocco/ncnet, datasets/pf-pascal/image_pairs)")
+    source = (
+        "https://www.di.ens.fr/willow/research/proposalflow/ (images + Annotations); the split csv files "
+        "come with the HPF/DHPF data download (github.com/juhongm999/hpf) or NCNet "
+        "(github.com/ignacio-rocco/ncnet, datasets/pf-pascal/image_pairs)"
+    )
     default_threshold = "img"
 
     def __init__(self, root: str | Path, split: str = "test", pairs: str | Path | None = None) -> None:
@@ -58,8 +79,11 @@ class PFPascal(PairDataset):
         header, lines = f.csv_rows(min_columns=3)
         self._rows = [self._row(f, header, n, line) for n, line in lines]
         if self._rows[0].kps is None:
-            self.require_all([self._mat_path(r.src, r.category) for r in self._rows]
-                             + [self._mat_path(r.tgt, r.category) for r in self._rows], "annotation")
+            self.require_all(
+                [self._mat_path(r.src, r.category) for r in self._rows]
+                + [self._mat_path(r.tgt, r.category) for r in self._rows],
+                "annotation",
+            )
 
     def _pair_file(self, pairs: str | Path | None) -> Path:
         if pairs is not None:
@@ -87,8 +111,11 @@ class PFPascal(PairDataset):
         if "XA" in col:
             xa, ya, xb, yb = (f.numbers(col.get(c), n, c) for c in ("XA", "YA", "XB", "YB"))
             if not len(xa) == len(ya) == len(xb) == len(yb):
-                raise f.error(n, f"XA, YA, XB, YB must have the same number of values, got "
-                                 f"{len(xa)}, {len(ya)}, {len(xb)}, {len(yb)}")
+                raise f.error(
+                    n,
+                    f"XA, YA, XB, YB must have the same number of values, got "
+                    f"{len(xa)}, {len(ya)}, {len(xb)}, {len(yb)}",
+                )
             kps = (as_kps(xa, ya), as_kps(xb, yb))
         flip = False
         flip_cell = col.get("flip", line[3] if len(line) == 4 and "XA" not in col else None)
@@ -100,13 +127,15 @@ class PFPascal(PairDataset):
         for c, entry in zip(header[:2], line[:2], strict=True):
             if not entry.strip():
                 raise f.error(n, f"empty cell in column {c!r}")
-        return _Row(self._image(line[0].strip()), self._image(line[1].strip()), PASCAL_CLASSES[class_id - 1],
-                    flip, kps)
+        return _Row(self._image(line[0].strip()), self._image(line[1].strip()), PASCAL_CLASSES[class_id - 1], flip, kps)
 
     def _image(self, entry: str) -> Path:
         name = Path(entry).name
-        candidates = (self.root / entry, self.root / "JPEGImages" / name,
-                      self.root / "PF-dataset-PASCAL" / "JPEGImages" / name)
+        candidates = (
+            self.root / entry,
+            self.root / "JPEGImages" / name,
+            self.root / "PF-dataset-PASCAL" / "JPEGImages" / name,
+        )
         for path in candidates:
             if path.is_file():
                 return path
@@ -121,8 +150,10 @@ class PFPascal(PairDataset):
         path = self._mat_path(image, category)
         if path not in self._mats:
             mat = load_mat(self.require(path, "annotation"), self.name, keys=("kps", "bbox"))
-            self._mats[path] = (mat_points(mat["kps"], path, self.name, missing_rows=True),
-                                mat_box(mat["bbox"], path, self.name))
+            self._mats[path] = (
+                mat_points(mat["kps"], path, self.name, missing_rows=True),
+                mat_box(mat["bbox"], path, self.name),
+            )
         return self._mats[path]
 
     def _record(self, row: _Row) -> PairRecord:
@@ -130,12 +161,27 @@ class PFPascal(PairDataset):
         if row.kps is not None:
             src_kps, tgt_kps = row.kps
         else:
-            (src_kps, src_box), (tgt_kps, tgt_box) = (self._annotation(row.src, row.category),
-                                                      self._annotation(row.tgt, row.category))
+            (src_kps, src_box), (tgt_kps, tgt_box) = (
+                self._annotation(row.src, row.category),
+                self._annotation(row.tgt, row.category),
+            )
         if len(src_kps) != len(tgt_kps):
-            raise DatasetError(f"{self.name}: {row.src.name} has {len(src_kps)} keypoints, "
-                               f"{row.tgt.name} has {len(tgt_kps)}")
+            raise DatasetError(
+                f"{self.name}: {row.src.name} has {len(src_kps)} keypoints, {row.tgt.name} has {len(tgt_kps)}"
+            )
         valid = np.isfinite(src_kps).all(1) & np.isfinite(tgt_kps).all(1)
         src_kps, tgt_kps = (np.where(valid[:, None], k, np.nan).astype(np.float32) for k in (src_kps, tgt_kps))
-        return PairRecord(row.src, row.tgt, src_kps, tgt_kps, valid, src_box, tgt_box, row.category, row.flip,
-                          {}, self.size_of(row.src), self.size_of(row.tgt))
+        return PairRecord(
+            row.src,
+            row.tgt,
+            src_kps,
+            tgt_kps,
+            valid,
+            src_box,
+            tgt_box,
+            row.category,
+            row.flip,
+            {},
+            self.size_of(row.src),
+            self.size_of(row.tgt),
+        )

@@ -54,15 +54,21 @@ class PFWillow(PairDataset):
         rows = []
         for n, line in lines:
             if len(line) != 2 + 4 * N_KPS:
-                raise f.error(n, f"{len(line)} cells, expected {2 + 4 * N_KPS} (imageA, imageB, XA1..XA{N_KPS}, "
-                                 f"YA1..YA{N_KPS}, XB1..XB{N_KPS}, YB1..YB{N_KPS})")
+                raise f.error(
+                    n,
+                    f"{len(line)} cells, expected {2 + 4 * N_KPS} (imageA, imageB, XA1..XA{N_KPS}, "
+                    f"YA1..YA{N_KPS}, XB1..XB{N_KPS}, YB1..YB{N_KPS})",
+                )
             for c, entry in zip(header[:2], line[:2], strict=True):
                 if not entry.strip():
                     raise f.error(n, f"empty cell in column {c!r}")
-            v = np.array([f.number(cell, n, c) for c, cell in zip(header[2:2 + 4 * N_KPS], line[2:], strict=True)],
-                         dtype=np.float32).reshape(4, N_KPS)
-            rows.append(_Row(self._image(line[0].strip()), self._image(line[1].strip()), as_kps(v[0], v[1]),
-                             as_kps(v[2], v[3])))
+            v = np.array(
+                [f.number(cell, n, c) for c, cell in zip(header[2 : 2 + 4 * N_KPS], line[2:], strict=True)],
+                dtype=np.float32,
+            ).reshape(4, N_KPS)
+            rows.append(
+                _Row(self._image(line[0].strip()), self._image(line[1].strip()), as_kps(v[0], v[1]), as_kps(v[2], v[3]))
+            )
         return rows
 
     def _image(self, entry: str) -> Path:
@@ -77,17 +83,22 @@ class PFWillow(PairDataset):
         if not mats:
             raise self.missing(self.root / "test_pairs.csv", "pair list")
         points = {m.with_suffix(".png"): self._points(m) for m in mats}
-        return [_Row(a, b, points[a], points[b]) for a, b in itertools.permutations(points, 2)
-                if a.parent == b.parent]
+        return [_Row(a, b, points[a], points[b]) for a, b in itertools.permutations(points, 2) if a.parent == b.parent]
 
     def _points(self, path: Path) -> np.ndarray:
-        kps = mat_points(load_mat(path, self.name, keys=("pts_coord",))["pts_coord"], path, self.name,
-                         transpose=True)
+        kps = mat_points(load_mat(path, self.name, keys=("pts_coord",))["pts_coord"], path, self.name, transpose=True)
         if len(kps) != N_KPS:
             raise DatasetError(f"{self.name}: {path}: pts_coord holds {len(kps)} keypoints, expected {N_KPS}")
         return kps
 
     def _record(self, row: _Row) -> PairRecord:
-        return PairRecord(row.src, row.tgt, row.src_kps, row.tgt_kps, np.ones(len(row.src_kps), bool),
-                          category=row.src.parent.name, src_size=self.size_of(row.src),
-                          tgt_size=self.size_of(row.tgt))
+        return PairRecord(
+            row.src,
+            row.tgt,
+            row.src_kps,
+            row.tgt_kps,
+            np.ones(len(row.src_kps), bool),
+            category=row.src.parent.name,
+            src_size=self.size_of(row.src),
+            tgt_size=self.size_of(row.tgt),
+        )

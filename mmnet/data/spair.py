@@ -34,8 +34,9 @@ class SPair(PairDataset):
     source = "http://cvlab.postech.ac.kr/research/SPair/ (SPair-71k.tar.gz)"
     default_threshold = "bbox"
 
-    def __init__(self, root: str | Path, split: str = "test", pairs: str | Path | None = None,
-                 size: str = "large") -> None:
+    def __init__(
+        self, root: str | Path, split: str = "test", pairs: str | Path | None = None, size: str = "large"
+    ) -> None:
         super().__init__(root, normalise_split(split, self.name))
         if size not in ("large", "small"):
             raise InputError(f"{self.name}: layout size must be 'large' or 'small', not {size!r}")
@@ -49,8 +50,7 @@ class SPair(PairDataset):
         self.require(self.root / "PairAnnotation" / self.split, "annotation folder")
         self.require(self.root / "JPEGImages", "image folder")
         f = AnnotationFile(self.name, self.pairs_file)
-        self._rows = [self._row(f, n, line.strip()) for n, line in enumerate(f.text().splitlines(), 1)
-                      if line.strip()]
+        self._rows = [self._row(f, n, line.strip()) for n, line in enumerate(f.text().splitlines(), 1) if line.strip()]
         if not self._rows:
             raise f.error(None, "lists no pairs (the file is empty)")
         self.require_all([self._json(r) for r in self._rows], "pair annotation")
@@ -78,8 +78,11 @@ class SPair(PairDataset):
             raise DatasetError(f"{self.name}: {path}: not valid JSON ({exc}); the file may be truncated") from None
         if not isinstance(ann, dict):
             raise DatasetError(f"{self.name}: {path}: expected a JSON object, got {type(ann).__name__}")
-        missing = [k for k in ("src_kps", "trg_kps", "src_imsize", "trg_imsize", "src_bndbox", "trg_bndbox",
-                               "category") if k not in ann]
+        missing = [
+            k
+            for k in ("src_kps", "trg_kps", "src_imsize", "trg_imsize", "src_bndbox", "trg_bndbox", "category")
+            if k not in ann
+        ]
         if missing:
             raise DatasetError(f"{self.name}: {path}: missing key(s) {', '.join(map(repr, missing))}")
         src_kps, tgt_kps = (self._points(ann[k], path, k) for k in ("src_kps", "trg_kps"))
@@ -94,9 +97,19 @@ class SPair(PairDataset):
         if kp_ids is not None and len(kp_ids) != len(src_kps):
             raise DatasetError(f"{self.name}: {path}: {len(kp_ids)} kps_ids for {len(src_kps)} keypoints")
         return PairRecord(
-            row.src, row.tgt, src_kps, tgt_kps, np.ones(len(src_kps), bool),
-            mat_box(ann["src_bndbox"], path, self.name), mat_box(ann["trg_bndbox"], path, self.name),
-            str(ann["category"]), False, flags, (sh, sw), (th, tw), kp_ids,
+            row.src,
+            row.tgt,
+            src_kps,
+            tgt_kps,
+            np.ones(len(src_kps), bool),
+            mat_box(ann["src_bndbox"], path, self.name),
+            mat_box(ann["trg_bndbox"], path, self.name),
+            str(ann["category"]),
+            False,
+            flags,
+            (sh, sw),
+            (th, tw),
+            kp_ids,
         )
 
     def _points(self, value: object, path: Path, key: str) -> np.ndarray:
@@ -121,6 +134,7 @@ class SPair(PairDataset):
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise DatasetError(f"{self.name}: {path}: {key} must be [width, height, channels] with positive "
-                               f"integers, got {value!r}")
+            raise DatasetError(
+                f"{self.name}: {path}: {key} must be [width, height, channels] with positive integers, got {value!r}"
+            )
         return w, h

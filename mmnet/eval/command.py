@@ -35,9 +35,18 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.root, split=args.split, pairs=args.pairs, **extra)
     results = []
     for name in args.model:
-        result = evaluate(load_matcher(name, args), dataset, alphas=args.alpha, threshold=args.threshold,
-                          frame=args.frame, progress=not args.no_progress, limit=args.limit, name=name,
-                          batch_size=getattr(args, "batch_size", 1), num_workers=getattr(args, "workers", 0))
+        result = evaluate(
+            load_matcher(name, args),
+            dataset,
+            alphas=args.alpha,
+            threshold=args.threshold,
+            frame=args.frame,
+            progress=not args.no_progress,
+            limit=args.limit,
+            name=name,
+            batch_size=getattr(args, "batch_size", 1),
+            num_workers=getattr(args, "workers", 0),
+        )
         print(result.table(), end="\n\n", flush=True)
         results.append(result)
     if len(results) > 1:
@@ -46,9 +55,12 @@ def run_eval(args: argparse.Namespace) -> int:
         from mmnet.eval.plot import plot_pck_curves
 
         args.out.mkdir(parents=True, exist_ok=True)
-        written = [write_json(results, args.out / "results.json"), write_csv(results, args.out / "results.csv"),
-                   write_per_pair_csv(results, args.out / "per_pair.csv"),
-                   plot_pck_curves(results, args.out / "pck_curve.png")]
+        written = [
+            write_json(results, args.out / "results.json"),
+            write_csv(results, args.out / "results.csv"),
+            write_per_pair_csv(results, args.out / "per_pair.csv"),
+            plot_pck_curves(results, args.out / "pck_curve.png"),
+        ]
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

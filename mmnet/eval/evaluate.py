@@ -33,10 +33,18 @@ def _numpy(points: Any) -> np.ndarray:
     return np.asarray(points, dtype=np.float64)
 
 
-def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequence[float] = (0.05, 0.1, 0.15),
-             threshold: str | None = None, frame: tuple[int, int] | None = None, progress: bool = True,
-             limit: int | None = None, name: str | None = None, batch_size: int = 1,
-             num_workers: int = 0) -> EvalResult:
+def evaluate(
+    matcher: SupportsMatch,
+    dataset: PairDataset | Any,
+    alphas: Sequence[float] = (0.05, 0.1, 0.15),
+    threshold: str | None = None,
+    frame: tuple[int, int] | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+    name: str | None = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+) -> EvalResult:
     """PCK of `matcher` on the first `limit` pairs of `dataset` (all when None).
 
     For each pair: `matcher.match(src_image, tgt_image, src_kps)` with PIL RGB images (decoded on first
@@ -73,8 +81,10 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
     data_name = getattr(dataset, "name", type(dataset).__name__)
     if count == 0:
         source = getattr(dataset, "pairs_file", None) or getattr(dataset, "root", None)
-        raise DatasetError(f"{data_name}: nothing to evaluate, the dataset has 0 pairs"
-                           + (f" ({source})" if source is not None else ""))
+        raise DatasetError(
+            f"{data_name}: nothing to evaluate, the dataset has 0 pairs"
+            + (f" ({source})" if source is not None else "")
+        )
     label = name or getattr(matcher, "name", type(matcher).__name__)
     scores: list[PairScore] = []
     start = time.perf_counter()
@@ -91,17 +101,34 @@ def evaluate(matcher: SupportsMatch, dataset: PairDataset | Any, alphas: Sequenc
             for image in (src, tgt):
                 if isinstance(image, Image.Image):
                     image.close()
-            scores.append(PairScore(i, _relative(rec.src_path, root), _relative(rec.tgt_path, root), rec.category,
-                                    distances, length, dict(rec.flags)))
+            scores.append(
+                PairScore(
+                    i,
+                    _relative(rec.src_path, root),
+                    _relative(rec.tgt_path, root),
+                    rec.category,
+                    distances,
+                    length,
+                    dict(rec.flags),
+                )
+            )
         bar.update(len(items))
     bar.close()
     if not any(p.n_kps for p in scores):
-        raise DatasetError(f"{data_name}: none of the {len(scores)} evaluated pair(s) has a keypoint valid in both "
-                           "images, so there is nothing to score")
-    return EvalResult(scores, alphas=alphas, threshold=threshold,
-                      frame=None if frame is None else (int(frame[0]), int(frame[1])),
-                      dataset=data_name, split=getattr(dataset, "split", ""), model=str(label),
-                      seconds=time.perf_counter() - start)
+        raise DatasetError(
+            f"{data_name}: none of the {len(scores)} evaluated pair(s) has a keypoint valid in both "
+            "images, so there is nothing to score"
+        )
+    return EvalResult(
+        scores,
+        alphas=alphas,
+        threshold=threshold,
+        frame=None if frame is None else (int(frame[0]), int(frame[1])),
+        dataset=data_name,
+        split=getattr(dataset, "split", ""),
+        model=str(label),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _predict(matcher: Any, todo: list[tuple[Any, Any, Any]]) -> list[Any]:
@@ -131,8 +158,7 @@ class _Decoded:
 
         src, tgt, rec = self.dataset.load(i)
         with src, tgt:
-            images = [torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
-                      for im in (src, tgt)]
+            images = [torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous() for im in (src, tgt)]
         return i, images[0], images[1], rec
 
 
@@ -147,7 +173,12 @@ def _batches(dataset: Any, count: int, batch_size: int, num_workers: int) -> Ite
     from torch.utils.data import DataLoader  # torch only for the batched path
 
     decoded: Any = _Decoded(dataset, count)  # a map-style dataset (__len__, __getitem__)
-    loader: Any = DataLoader(decoded, batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=list, prefetch_factor=4 if num_workers else None,
-                        persistent_workers=False)
+    loader: Any = DataLoader(
+        decoded,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
     yield from loader

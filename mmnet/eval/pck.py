@@ -35,8 +35,13 @@ def frame_scale(size: tuple[int, int], frame: tuple[int, int] | None) -> np.ndar
     return np.array([frame[1] / size[1], frame[0] / size[0]])
 
 
-def threshold_length(kind: str, tgt_kps: np.ndarray, tgt_bbox: np.ndarray | None, tgt_size: tuple[int, int],
-                     frame: tuple[int, int] | None = None) -> float:
+def threshold_length(
+    kind: str,
+    tgt_kps: np.ndarray,
+    tgt_bbox: np.ndarray | None,
+    tgt_size: tuple[int, int],
+    frame: tuple[int, int] | None = None,
+) -> float:
     """L in pixels of the evaluation frame. `tgt_kps`: (N, 2) VALID target keypoints (original pixels);
     `tgt_bbox`: (4,) xyxy or None; `tgt_size`: (H, W) of the original target image."""
     check_threshold(kind)
@@ -54,8 +59,9 @@ def threshold_length(kind: str, tgt_kps: np.ndarray, tgt_bbox: np.ndarray | None
     return float((corners.max(0) - corners.min(0)).max())
 
 
-def keypoint_distances(pred: np.ndarray, gt: np.ndarray, tgt_size: tuple[int, int],
-                       frame: tuple[int, int] | None = None) -> np.ndarray:
+def keypoint_distances(
+    pred: np.ndarray, gt: np.ndarray, tgt_size: tuple[int, int], frame: tuple[int, int] | None = None
+) -> np.ndarray:
     """(N,) Euclidean distances between (N, 2) predictions and ground truth, both in original target pixels,
     measured in the evaluation frame."""
     scale = frame_scale(tgt_size, frame)
@@ -68,8 +74,9 @@ def pck_correct(distances: np.ndarray, length: float | np.ndarray, alphas: Seque
     return np.asarray(distances)[None, :] <= np.asarray(alphas, dtype=np.float64)[:, None] * np.asarray(length)
 
 
-def score_pair(pred: np.ndarray, record: PairRecord, threshold: str,
-               frame: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+def score_pair(
+    pred: np.ndarray, record: PairRecord, threshold: str, frame: tuple[int, int] | None = None
+) -> tuple[np.ndarray, float]:
     """Distances (N_valid,) of the predictions (N_valid, 2) for the record's valid keypoints, and L, both in
     pixels of the evaluation frame."""
     if record.tgt_size is None:

@@ -19,8 +19,13 @@ def _matplotlib() -> Any:
     return Figure, FigureCanvasAgg
 
 
-def plot_pck_curves(results: Sequence[EvalResult], path: str | Path, alphas: Sequence[float] = CURVE_ALPHAS,
-                    mean: str = "pair", title: str | None = None) -> Path:
+def plot_pck_curves(
+    results: Sequence[EvalResult],
+    path: str | Path,
+    alphas: Sequence[float] = CURVE_ALPHAS,
+    mean: str = "pair",
+    title: str | None = None,
+) -> Path:
     """Write a PNG with PCK (percent, `mean` 'pair' or 'keypoint') against alpha for each result."""
     if not results:
         raise InputError("no results to plot")

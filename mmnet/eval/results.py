@@ -52,8 +52,18 @@ class EvalResult:
     keypoints, so pairs with more keypoints weigh more.
     """
 
-    def __init__(self, pairs: Sequence[PairScore], *, alphas: Sequence[float], threshold: str,
-                 frame: tuple[int, int] | None, dataset: str, split: str, model: str, seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[PairScore],
+        *,
+        alphas: Sequence[float],
+        threshold: str,
+        frame: tuple[int, int] | None,
+        dataset: str,
+        split: str,
+        model: str,
+        seconds: float = 0.0,
+    ) -> None:
         self.pairs = list(pairs)
         self.alphas = tuple(float(a) for a in alphas)
         self.threshold, self.frame = threshold, frame
@@ -83,8 +93,9 @@ class EvalResult:
         cum = np.concatenate([np.zeros((len(alphas), 1)), cum], axis=1)
         return cum[:, self._ends] - cum[:, self._ends - self._counts]
 
-    def pck(self, alphas: Sequence[float] | np.ndarray | None = None, mean: str = "pair",
-            select: np.ndarray | None = None) -> np.ndarray:
+    def pck(
+        self, alphas: Sequence[float] | np.ndarray | None = None, mean: str = "pair", select: np.ndarray | None = None
+    ) -> np.ndarray:
         """(A,) PCK in percent at `alphas` (default: the evaluated ones) with `mean` 'pair' or 'keypoint',
         over the pairs where `select` (P,) is True (default all); NaN when no pair counts."""
         alphas = self.alphas if alphas is None else tuple(alphas)
@@ -102,9 +113,12 @@ class EvalResult:
         """{n_pairs, n_keypoints, pck_per_pair, pck_per_keypoint} over the pairs where `select` (P,) is True."""
         select = np.ones(len(self.pairs), bool) if select is None else np.asarray(select, bool)
         keep = select & (self._counts > 0)
-        return {"n_pairs": int(keep.sum()), "n_keypoints": int(self._counts[keep].sum()),
-                "pck_per_pair": self._by_alpha(self.pck(select=select)),
-                "pck_per_keypoint": self._by_alpha(self.pck(mean="keypoint", select=select))}
+        return {
+            "n_pairs": int(keep.sum()),
+            "n_keypoints": int(self._counts[keep].sum()),
+            "pck_per_pair": self._by_alpha(self.pck(select=select)),
+            "pck_per_keypoint": self._by_alpha(self.pck(mean="keypoint", select=select)),
+        }
 
     def _by_alpha(self, values: np.ndarray) -> dict[str, float | None]:
         return {_fmt_alpha(a): _num(v) for a, v in zip(self.alphas, values, strict=True)}
@@ -134,15 +148,27 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         alphas, pair_curve = self.curve()
         return {
-            "model": self.model, "dataset": self.dataset, "split": self.split, "threshold": self.threshold,
-            "frame": self.frame_name, "alphas": list(self.alphas), "unit": "percent",
-            "n_pairs": self.n_pairs, "n_pairs_evaluated": len(self.pairs), "n_keypoints": self.n_kps,
-            "excluded_pairs": self.excluded, "seconds": round(self.seconds, 3),
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "threshold": self.threshold,
+            "frame": self.frame_name,
+            "alphas": list(self.alphas),
+            "unit": "percent",
+            "n_pairs": self.n_pairs,
+            "n_pairs_evaluated": len(self.pairs),
+            "n_keypoints": self.n_kps,
+            "excluded_pairs": self.excluded,
+            "seconds": round(self.seconds, 3),
             "pck_per_pair": self._by_alpha(self.pck()),
             "pck_per_keypoint": self._by_alpha(self.pck(mean="keypoint")),
-            "by_category": self.by_category(), "by_flag": self.by_flag(),
-            "curve": {"alpha": alphas.tolist(), "pck_per_pair": [_num(v) for v in pair_curve],
-                      "pck_per_keypoint": [_num(v) for v in self.pck(alphas, "keypoint")]},
+            "by_category": self.by_category(),
+            "by_flag": self.by_flag(),
+            "curve": {
+                "alpha": alphas.tolist(),
+                "pck_per_pair": [_num(v) for v in pair_curve],
+                "pck_per_keypoint": [_num(v) for v in self.pck(alphas, "keypoint")],
+            },
         }
 
     def table(self) -> str:
@@ -150,12 +176,15 @@ class EvalResult:
         head = "".join(f"{'PCK@' + _fmt_alpha(a):>10}" for a in self.alphas)
 
         def row(label: str, values: Any) -> str:
-            return f"{label:<34}" + "".join(f"{'-':>10}" if v is None or np.isnan(v) else f"{v:>10.1f}"
-                                            for v in values)
+            return f"{label:<34}" + "".join(f"{'-':>10}" if v is None or np.isnan(v) else f"{v:>10.1f}" for v in values)
 
-        lines = [f"{self.dataset} {self.split} | model {self.model} | {self.n_pairs} pairs, {self.n_kps} keypoints"
-                 f" | threshold {self.threshold}, frame {self.frame_name}",
-                 f"{'':<34}{head}", row("per-pair mean", self.pck()), row("per-keypoint mean", self.pck(mean="kp"))]
+        lines = [
+            f"{self.dataset} {self.split} | model {self.model} | {self.n_pairs} pairs, {self.n_kps} keypoints"
+            f" | threshold {self.threshold}, frame {self.frame_name}",
+            f"{'':<34}{head}",
+            row("per-pair mean", self.pck()),
+            row("per-keypoint mean", self.pck(mean="kp")),
+        ]
         cats = self.by_category()
         if 1 < len(cats) <= MAX_TABLE_CATEGORIES:
             lines.append("per category (per-pair mean):")
@@ -169,16 +198,19 @@ class EvalResult:
             lines.append(f"time: {self.seconds:.1f} s ({1000 * self.seconds / len(self.pairs):.1f} ms per pair)")
         if self.excluded:
             shown = ", ".join(map(str, self.excluded[:10])) + (" ..." if len(self.excluded) > 10 else "")
-            lines.append(f"excluded from the means: {len(self.excluded)} pair(s) without a valid keypoint "
-                         f"(index {shown})")
+            lines.append(
+                f"excluded from the means: {len(self.excluded)} pair(s) without a valid keypoint (index {shown})"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
     def __repr__(self) -> str:
-        return (f"EvalResult(model={self.model!r}, dataset={self.dataset!r}, pairs={self.n_pairs}, "
-                f"pck_per_pair={self._by_alpha(self.pck())})")
+        return (
+            f"EvalResult(model={self.model!r}, dataset={self.dataset!r}, pairs={self.n_pairs}, "
+            f"pck_per_pair={self._by_alpha(self.pck())})"
+        )
 
     def save_json(self, path: str | Path) -> Path:
         return write_json([self], path)
@@ -203,16 +235,42 @@ def write_csv(results: Sequence[EvalResult], path: str | Path) -> Path:
     path = Path(path)
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["model", "dataset", "split", "threshold", "frame", "group", "n_pairs", "n_keypoints",
-                      "alpha", "pck_per_pair", "pck_per_keypoint"])
+        out.writerow(
+            [
+                "model",
+                "dataset",
+                "split",
+                "threshold",
+                "frame",
+                "group",
+                "n_pairs",
+                "n_keypoints",
+                "alpha",
+                "pck_per_pair",
+                "pck_per_keypoint",
+            ]
+        )
         for r in results:
             groups = {"all": r.summary()}
             groups |= {f"category={c}": g for c, g in r.by_category().items()}
             groups |= {f"{f}={v}": g for f, vs in r.by_flag().items() for v, g in vs.items()}
             for name, g in groups.items():
                 for a in map(_fmt_alpha, r.alphas):
-                    out.writerow([r.model, r.dataset, r.split, r.threshold, r.frame_name, name, g["n_pairs"],
-                                  g["n_keypoints"], a, g["pck_per_pair"][a], g["pck_per_keypoint"][a]])
+                    out.writerow(
+                        [
+                            r.model,
+                            r.dataset,
+                            r.split,
+                            r.threshold,
+                            r.frame_name,
+                            name,
+                            g["n_pairs"],
+                            g["n_keypoints"],
+                            a,
+                            g["pck_per_pair"][a],
+                            g["pck_per_keypoint"][a],
+                        ]
+                    )
     return path
 
 
@@ -222,16 +280,40 @@ def write_per_pair_csv(results: Sequence[EvalResult], path: str | Path) -> Path:
     flags = sorted({k for r in results for p in r.pairs for k in p.flags})
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
-        alpha_cols = [f"{kind}@{_fmt_alpha(a)}" for a in results[0].alphas for kind in ("correct", "pck")] \
-            if results else []
-        out.writerow(["model", "index", "source", "target", "category", *flags, "n_keypoints", "threshold_px",
-                      "mean_error_px", *alpha_cols])
+        alpha_cols = (
+            [f"{kind}@{_fmt_alpha(a)}" for a in results[0].alphas for kind in ("correct", "pck")] if results else []
+        )
+        out.writerow(
+            [
+                "model",
+                "index",
+                "source",
+                "target",
+                "category",
+                *flags,
+                "n_keypoints",
+                "threshold_px",
+                "mean_error_px",
+                *alpha_cols,
+            ]
+        )
         for r in results:
             correct = r.correct_counts(r.alphas)
             for j, p in enumerate(r.pairs):
                 n = p.n_kps
                 per_alpha = [v for c in correct[:, j] for v in (int(c), round(100.0 * c / n, 4) if n else "")]
-                out.writerow([r.model, p.index, p.src, p.tgt, p.category, *(p.flags.get(f, "") for f in flags), n,
-                              round(p.length, 4) if n else "", round(float(p.distances.mean()), 4) if n else "",
-                              *per_alpha])
+                out.writerow(
+                    [
+                        r.model,
+                        p.index,
+                        p.src,
+                        p.tgt,
+                        p.category,
+                        *(p.flags.get(f, "") for f in flags),
+                        n,
+                        round(p.length, 4) if n else "",
+                        round(float(p.distances.mean()), 4) if n else "",
+                        *per_alpha,
+                    ]
+                )
     return path

@@ -24,8 +24,15 @@ class LayerScorer:
     in %, cached in ``scorer.scored``.
     """
 
-    def __init__(self, matcher: ScotMatcher, dataset: Any, n_pairs: int = 50, alpha: float = 0.1,
-                 threshold: str | None = None, log: Any = print) -> None:
+    def __init__(
+        self,
+        matcher: ScotMatcher,
+        dataset: Any,
+        n_pairs: int = 50,
+        alpha: float = 0.1,
+        threshold: str | None = None,
+        log: Any = print,
+    ) -> None:
         self.matcher, self.alpha, self.log = matcher, alpha, log
         self.threshold = threshold or dataset.default_threshold
         self.scored: dict[tuple[int, ...], float] = {}
@@ -38,8 +45,16 @@ class LayerScorer:
                     continue
                 s_img, t_img = load_image(src), load_image(tgt)
                 points = torch.as_tensor(rec.src_kps[rec.valid], dtype=torch.float32)
-                self.cache.append((matcher.features(s_img), matcher.features(t_img), points,
-                                   image_size(s_img), image_size(t_img), rec))
+                self.cache.append(
+                    (
+                        matcher.features(s_img),
+                        matcher.features(t_img),
+                        points,
+                        image_size(s_img),
+                        image_size(t_img),
+                        rec,
+                    )
+                )
         log(f"features of {len(self.cache)} pairs in {time.perf_counter() - self.start:.0f} s")
 
     def __call__(self, layers: Sequence[int]) -> float:
@@ -54,14 +69,23 @@ class LayerScorer:
                     dist, length = score_pair(pred, rec, self.threshold)
                     hits.append(float(np.mean(dist <= self.alpha * length)))
             self.scored[layers] = 100 * float(np.mean(hits))
-            self.log(f"  {layers}: PCK@{self.alpha:g} {self.scored[layers]:.2f}  "
-                     f"({time.perf_counter() - self.start:.0f} s)")
+            self.log(
+                f"  {layers}: PCK@{self.alpha:g} {self.scored[layers]:.2f}  ({time.perf_counter() - self.start:.0f} s)"
+            )
         return self.scored[layers]
 
 
-def select_layers(matcher: ScotMatcher, dataset: Any, n_pairs: int = 50, beam: int = 4, max_depth: int = 8,
-                  candidates: Sequence[int] | None = None, alpha: float = 0.1, threshold: str | None = None,
-                  log: Any = print) -> tuple[tuple[int, ...], float, list[tuple[tuple[int, ...], float]]]:
+def select_layers(
+    matcher: ScotMatcher,
+    dataset: Any,
+    n_pairs: int = 50,
+    beam: int = 4,
+    max_depth: int = 8,
+    candidates: Sequence[int] | None = None,
+    alpha: float = 0.1,
+    threshold: str | None = None,
+    log: Any = print,
+) -> tuple[tuple[int, ...], float, list[tuple[tuple[int, ...], float]]]:
     """Beam search for the layer set with the best PCK@`alpha` on the first `n_pairs` pairs of `dataset`.
 
     As HPF: every single candidate layer is scored; the `beam` best sets are extended by one candidate layer

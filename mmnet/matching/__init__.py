@@ -4,9 +4,17 @@
 
 from .._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "BaseMatcher": "mmnet.matching.base", "FlowResult": "mmnet.matching.base", "MatchResult": "mmnet.matching.base",
-    "warp_image": "mmnet.matching.base", "Matcher": "mmnet.matching.mmnet", "ScotMatcher": "mmnet.matching.scot",
-    "ReadoutConfig": "mmnet.matching.readouts", "load_image": "mmnet.matching.images",
-    "PreprocessConfig": "mmnet.matching.images",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "BaseMatcher": "mmnet.matching.base",
+        "FlowResult": "mmnet.matching.base",
+        "MatchResult": "mmnet.matching.base",
+        "warp_image": "mmnet.matching.base",
+        "Matcher": "mmnet.matching.mmnet",
+        "ScotMatcher": "mmnet.matching.scot",
+        "ReadoutConfig": "mmnet.matching.readouts",
+        "load_image": "mmnet.matching.images",
+        "PreprocessConfig": "mmnet.matching.images",
+    },
+)

@@ -45,8 +45,7 @@ class FlowResult(NamedTuple):
 def as_points(kpts: Any) -> torch.Tensor:
     """Any (N, 2) array-like -> float tensor (N, 2); raises InputError on a wrong shape or non-finite values."""
     try:
-        points = torch.as_tensor(np.asarray(kpts.cpu() if isinstance(kpts, torch.Tensor) else kpts,
-                                            dtype=np.float32))
+        points = torch.as_tensor(np.asarray(kpts.cpu() if isinstance(kpts, torch.Tensor) else kpts, dtype=np.float32))
     except (TypeError, ValueError) as exc:
         raise InputError(f"keypoints must be an (N, 2) array of x, y pixels: {exc}") from exc
     if points.numel() == 0:
@@ -110,8 +109,9 @@ def cells_to_flow(cell_map: torch.Tensor, grid_xy: torch.Tensor) -> FlowResult:
     displacement = cell_map[:2].float() - torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)])
     flow = bilinear_extrapolate(displacement, grid_xy)
     norm = torch.stack([grid_xy[..., 0] / max(w - 1, 1), grid_xy[..., 1] / max(h - 1, 1)], -1) * 2 - 1
-    scores = F.grid_sample(cell_map[None, 2:].float(), norm[None].float(), mode="bilinear", padding_mode="border",
-                           align_corners=True)[0, 0]
+    scores = F.grid_sample(
+        cell_map[None, 2:].float(), norm[None].float(), mode="bilinear", padding_mode="border", align_corners=True
+    )[0, 0]
     return FlowResult(flow.cpu(), scores.clamp(0, 1).cpu())
 
 
@@ -140,11 +140,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InputError(f"device must be {allowed}, got {device!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"device {str(device)!r}: no CUDA GPU is available here (torch.cuda.is_available() "
-                             "is False); use device='cpu'")
+            raise InputError(
+                f"device {str(device)!r}: no CUDA GPU is available here (torch.cuda.is_available() "
+                "is False); use device='cpu'"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
-                             f"device(s), indices 0..{torch.cuda.device_count() - 1}")
+            raise InputError(
+                f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s), indices 0..{torch.cuda.device_count() - 1}"
+            )
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise InputError(f"device {str(device)!r}: MPS is not available here; use device='cpu'")
@@ -191,8 +195,9 @@ class BaseMatcher(ABC):
     # -- what a family implements ----------------------------------------------------------------------------
 
     @abstractmethod
-    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
-               points: list[torch.Tensor]) -> list[MatchResult]:
+    def _match(
+        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
+    ) -> list[MatchResult]:
         """Images (3, H, W) and source points (N, 2) -> one result per pair, in original target pixels.
 
         Points outside the source image may come back as anything: the caller masks them.
@@ -205,8 +210,9 @@ class BaseMatcher(ABC):
     # -- public API ------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def match_batch(self, sources: Sequence[ImageLike], targets: Sequence[ImageLike],
-                    keypoints: Sequence[Any]) -> list[MatchResult]:
+    def match_batch(
+        self, sources: Sequence[ImageLike], targets: Sequence[ImageLike], keypoints: Sequence[Any]
+    ) -> list[MatchResult]:
         """`match` for several pairs in one call; the pairs may have different sizes and point counts."""
         if not len(sources) == len(targets) == len(keypoints):
             raise InputError(f"got {len(sources)} sources, {len(targets)} targets, {len(keypoints)} keypoint sets")
@@ -218,8 +224,12 @@ class BaseMatcher(ABC):
         out = []
         for result, p, image in zip(results, points, src, strict=True):
             inside = inside_image(p, image.shape[1:], self.convention)
-            out.append(MatchResult(result.keypoints.masked_fill(~inside[:, None], float("nan")),
-                                   result.scores.masked_fill(~inside, 0.0)))
+            out.append(
+                MatchResult(
+                    result.keypoints.masked_fill(~inside[:, None], float("nan")),
+                    result.scores.masked_fill(~inside, 0.0),
+                )
+            )
         return out
 
     def match(self, source: ImageLike, target: ImageLike, keypoints: Any) -> MatchResult:

@@ -76,8 +76,14 @@ def create_cats(name: str, pretrained: bool = False, pretrained_backbone: bool =
     return CATs(CatsConfig(backbone=arch.removeprefix(PREFIX), **config), pretrained_backbone=pretrained_backbone)
 
 
-def save_cats(model: CATs, directory: str | Path, *, dtype: torch.dtype = torch.float32,
-              readout: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_cats(
+    model: CATs,
+    directory: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    readout: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """``model.safetensors`` (floats stored as `dtype`) + ``config.json`` (architecture, `CatsConfig`, preprocess,
     readout, `extra`) in `directory`; `load_cats` reads it back strictly."""
     if not isinstance(model, CATs):
@@ -88,32 +94,48 @@ def save_cats(model: CATs, directory: str | Path, *, dtype: torch.dtype = torch.
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{str(directory)!r} is a file, not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt", "mmnet_version": __version__})
-    config = {"architecture": model.architecture, "model": model.config.to_dict(),
-              "preprocess": model.preprocess.to_dict(), "readout": dict(model.readout if readout is None else readout),
-              "mmnet_version": __version__, **(extra or {})}
+    config = {
+        "architecture": model.architecture,
+        "model": model.config.to_dict(),
+        "preprocess": model.preprocess.to_dict(),
+        "readout": dict(model.readout if readout is None else readout),
+        "mmnet_version": __version__,
+        **(extra or {}),
+    }
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
 
-def load_cats(name_or_path: str | Path | Source, *, revision: str | None = None,
-              cache_dir: str | Path | None = None, local_files_only: bool = False) -> CATs:
+def load_cats(
+    name_or_path: str | Path | Source,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> CATs:
     """A `CATs` from a registered name (``cats_resnet101.spair_official``), folder, safetensors file or hub id;
     strict loading, eval mode, CPU."""
     source = name_or_path
     if isinstance(name_or_path, (str, Path)) and not _is_path(name_or_path) and is_registered(str(name_or_path)):
         source = source_of(get_pretrained_cfg(str(name_or_path)), str(name_or_path))
-    config_path, weights_path, sha256 = resolve_files(source, revision=revision, cache_dir=cache_dir,
-                                                      local_files_only=local_files_only)
+    config_path, weights_path, sha256 = resolve_files(
+        source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
     if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
-        raise CheckpointError(f"{weights_path} has sha256 {actual}, expected {sha256}: delete it and convert or "
-                              "download it again")
+        raise CheckpointError(
+            f"{weights_path} has sha256 {actual}, expected {sha256}: delete it and convert or download it again"
+        )
     config = read_config(config_path)
     if not str(config.get("architecture", "")).startswith(PREFIX):
-        raise CheckpointError(f"{config_path} describes {config.get('architecture')!r}, not a CATs model "
-                              "(cats_<backbone>); load it with mmnet.create_matcher instead")
+        raise CheckpointError(
+            f"{config_path} describes {config.get('architecture')!r}, not a CATs model "
+            "(cats_<backbone>); load it with mmnet.create_matcher instead"
+        )
     try:
         model_config = CatsConfig.from_dict(config["model"])
     except (InputError, TypeError, ValueError) as exc:
@@ -144,10 +166,18 @@ class CatsMatcher(BaseMatcher):
         amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the scores 50 times).
     """
 
-    def __init__(self, model: CATs, *, device: str | torch.device | None = None, preset: str | None = None,
-                 input_size: tuple[int, int] | None = None, amp: bool = False) -> None:
+    def __init__(
+        self,
+        model: CATs,
+        *,
+        device: str | torch.device | None = None,
+        preset: str | None = None,
+        input_size: tuple[int, int] | None = None,
+        amp: bool = False,
+    ) -> None:
         preset = check_preset(preset, PRESETS, RENAMED) or check_preset(
-            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False)
+            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False
+        )
         super().__init__(device, amp)
         self.preset = preset
         self.model = model.eval().to(self.device)
@@ -158,14 +188,23 @@ class CatsMatcher(BaseMatcher):
         self.preprocess: PreprocessConfig = replace(model.preprocess, size=size)
 
     @classmethod
-    def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
-               cache_dir: str | Path | None = None, local_files_only: bool = False, **kwargs: Any) -> CatsMatcher:
+    def create(
+        cls,
+        name_or_path: str | Path,
+        *,
+        pretrained: bool = True,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> CatsMatcher:
         """The registry's matcher factory: weights (registered name, folder, file or hub id) in a `CatsMatcher`
         (``pretrained=False``: a fresh, randomly initialised model of the architecture); kwargs go to the class."""
         if not pretrained:
             return cls(create_cats(str(name_or_path)), **kwargs)
-        return cls(load_cats(name_or_path, revision=revision, cache_dir=cache_dir,
-                             local_files_only=local_files_only), **kwargs)
+        return cls(
+            load_cats(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only), **kwargs
+        )
 
     @property
     def convention(self) -> Convention:
@@ -185,8 +224,14 @@ class CatsMatcher(BaseMatcher):
         mass = window_mass(self.model.softargmax.probabilities(scores), self.grid)
         return positions, mass.view(-1, *self.grid)
 
-    def _transfer(self, positions: torch.Tensor, mass: torch.Tensor, points: torch.Tensor,
-                  src_size: tuple[int, int], tgt_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transfer(
+        self,
+        positions: torch.Tensor,
+        mass: torch.Tensor,
+        points: torch.Tensor,
+        src_size: tuple[int, int],
+        tgt_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pair: (2, h, w) target cells + (h, w) scores, (N, 2) source pixels -> target pixels, scores."""
         grid = self.grid
         if self.preset == "official":
@@ -210,16 +255,17 @@ class CatsMatcher(BaseMatcher):
         """Bilinear (C, h, w) at (N, 2) cell xy (border cells extend outwards) -> (C, N)."""
         h, w = maps.shape[-2:]
         norm = torch.stack([cell[:, 0] / max(w - 1, 1), cell[:, 1] / max(h - 1, 1)], -1) * 2 - 1
-        return F.grid_sample(maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border",
-                             align_corners=True)[0, :, 0]
+        return F.grid_sample(
+            maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border", align_corners=True
+        )[0, :, 0]
 
-    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
-               points: list[torch.Tensor]) -> list[MatchResult]:
+    def _match(
+        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
+    ) -> list[MatchResult]:
         positions, mass = self._cells(sources, targets)
         out = []
         for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
-            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), image_size(s),
-                                       image_size(t))
+            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), image_size(s), image_size(t))
             out.append(MatchResult(xy.cpu(), score.cpu()))
         return out
 
@@ -234,7 +280,11 @@ class CatsMatcher(BaseMatcher):
                 flow = (xy - pixels.view(-1, 2)).T.reshape(2, *src_size)
                 out.append(FlowResult(flow.cpu(), score.view(src_size).cpu()))
                 continue
-            cell_map = torch.cat([grid_to_pixels(positions[i].permute(1, 2, 0), tgt_size, self.grid, "center")
-                                  .permute(2, 0, 1), mass[i][None]])
+            cell_map = torch.cat(
+                [
+                    grid_to_pixels(positions[i].permute(1, 2, 0), tgt_size, self.grid, "center").permute(2, 0, 1),
+                    mass[i][None],
+                ]
+            )
             out.append(cells_to_flow(cell_map, pixels_to_grid(pixels, src_size, self.grid, "center")))
         return out

@@ -25,8 +25,14 @@ def _ancestors(size: tuple[int, int], coarse: Sequence[int], ys: torch.Tensor, x
     return iy[ys] * coarse[1] + ix[xs]
 
 
-def window_scores(src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], level: int, cells: torch.Tensor,
-                  origin: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+def window_scores(
+    src_feats: list[torch.Tensor],
+    tgt_feats: list[torch.Tensor],
+    level: int,
+    cells: torch.Tensor,
+    origin: torch.Tensor,
+    window: tuple[int, int],
+) -> torch.Tensor:
     """Exact complemented scores of `level` between source cells and a window of target cells.
 
     cells (B, M) flat source cells of `level`; origin (B, M, 2) the window's top-left target cell (y, x);
@@ -54,8 +60,9 @@ def window_scores(src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], 
     return total.view(b, m, *window)
 
 
-def search(src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], level: int, radius: int,
-           chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def search(
+    src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], level: int, radius: int, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every source cell of `level` -> its search window's scores (B, M, wh, ww) and origins (B, M, 2) (y, x).
 
     Level 0 is searched whole; level l + 1 in a window of the cells under the best level-l cell, widened by
@@ -82,12 +89,21 @@ def search(src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], level: 
             origin = torch.stack([top.clamp(0, ht - window[0]), left.clamp(0, wt - window[1])], -1)
         if best is None:  # level 0, no coarser level: plain rows of the whole target grid
             fs, ft = src_feats[0].flatten(2), tgt_feats[0].flatten(2)
-            scores = torch.cat([torch.einsum("bcm,bcn->bmn", fs[..., c[0]], ft).view(b, -1, ht, wt)
-                                for c in cells.split(chunk_size, 1)], 1)
+            scores = torch.cat(
+                [
+                    torch.einsum("bcm,bcn->bmn", fs[..., c[0]], ft).view(b, -1, ht, wt)
+                    for c in cells.split(chunk_size, 1)
+                ],
+                1,
+            )
         else:
-            scores = torch.cat([window_scores(src_feats, tgt_feats, k, c, o, window)
-                                for c, o in zip(cells.split(chunk_size, 1), origin.split(chunk_size, 1),
-                                                strict=True)], 1)
+            scores = torch.cat(
+                [
+                    window_scores(src_feats, tgt_feats, k, c, o, window)
+                    for c, o in zip(cells.split(chunk_size, 1), origin.split(chunk_size, 1), strict=True)
+                ],
+                1,
+            )
         if k == level:
             return scores, origin
         arg = scores.flatten(2).argmax(-1)

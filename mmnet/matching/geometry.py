@@ -23,8 +23,9 @@ def _scale(image_size: Sequence[int], grid_size: Sequence[int], device: torch.de
     return torch.tensor([grid_size[1] / image_size[1], grid_size[0] / image_size[0]], device=device)
 
 
-def pixels_to_grid(points: torch.Tensor, image_size: Sequence[int], grid_size: Sequence[int],
-                   convention: Convention = "center") -> torch.Tensor:
+def pixels_to_grid(
+    points: torch.Tensor, image_size: Sequence[int], grid_size: Sequence[int], convention: Convention = "center"
+) -> torch.Tensor:
     """(..., 2) pixel xy in an image of (H, W) -> (..., 2) grid xy on a (h, w) grid."""
     scale = _scale(image_size, grid_size, points.device)
     if convention == "corner":
@@ -32,8 +33,9 @@ def pixels_to_grid(points: torch.Tensor, image_size: Sequence[int], grid_size: S
     return (points + 0.5) * scale - 0.5
 
 
-def grid_to_pixels(points: torch.Tensor, image_size: Sequence[int], grid_size: Sequence[int],
-                   convention: Convention = "center") -> torch.Tensor:
+def grid_to_pixels(
+    points: torch.Tensor, image_size: Sequence[int], grid_size: Sequence[int], convention: Convention = "center"
+) -> torch.Tensor:
     """Inverse of `pixels_to_grid`."""
     scale = _scale(image_size, grid_size, points.device)
     if convention == "corner":
@@ -123,6 +125,9 @@ def image_size(image: torch.Tensor) -> tuple[int, int]:
 
 def pixel_grid(size: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
     """The xy of every pixel of an (H, W) image, (H, W, 2) float32."""
-    ys, xs = torch.meshgrid(torch.arange(size[0], device=device, dtype=torch.float32),
-                            torch.arange(size[1], device=device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size[0], device=device, dtype=torch.float32),
+        torch.arange(size[1], device=device, dtype=torch.float32),
+        indexing="ij",
+    )
     return torch.stack([xs, ys], -1)

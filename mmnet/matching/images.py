@@ -37,8 +37,11 @@ class PreprocessConfig:
             if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != 3:
                 raise InputError(f"{name} must be 3 numbers (one per RGB channel), got {describe(value)}")
             low = 0.0 if name == "std" else None
-            object.__setattr__(self, name, tuple(check_float(f"{name}[{i}]", v, min=low, min_inclusive=False)
-                                                 for i, v in enumerate(value)))
+            object.__setattr__(
+                self,
+                name,
+                tuple(check_float(f"{name}[{i}]", v, min=low, min_inclusive=False) for i, v in enumerate(value)),
+            )
         check_bool("antialias", self.antialias)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,8 +75,7 @@ URL_PREFIXES = ("http://", "https://", "ftp://", "s3://", "gs://", "data:")
 
 def _scale(values: np.ndarray | torch.Tensor, kind: str) -> torch.Tensor:
     """uint8 / uint16 / float values -> float32 in [0, 1] by the documented rule; anything else is refused."""
-    tensor = torch.from_numpy(np.require(values, requirements=["C", "W"])) if isinstance(values, np.ndarray) \
-        else values
+    tensor = torch.from_numpy(np.require(values, requirements=["C", "W"])) if isinstance(values, np.ndarray) else values
     dtype = tensor.dtype
     if dtype == torch.uint8:
         return tensor.float() / 255
@@ -88,8 +90,10 @@ def _scale(values: np.ndarray | torch.Tensor, kind: str) -> torch.Tensor:
             hint = " (it looks like 0-255 values: divide by 255 or pass uint8)" if hi <= 255 and lo >= 0 else ""
             raise InputError(f"a float image {kind} must hold values in [0, 1], got range [{lo:g}, {hi:g}]{hint}")
         return tensor.clamp(0, 1)
-    raise InputError(f"image {kind} dtype {str(dtype).removeprefix('torch.')} is not supported: use uint8 "
-                     "(0-255), uint16 (0-65535) or float in [0, 1]")
+    raise InputError(
+        f"image {kind} dtype {str(dtype).removeprefix('torch.')} is not supported: use uint8 "
+        "(0-255), uint16 (0-65535) or float in [0, 1]"
+    )
 
 
 def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -97,10 +101,14 @@ def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        hint = " (channels first? numpy images are (H, W, C): use array.transpose(1, 2, 0))" \
-            if array.ndim == 3 and array.shape[0] in (1, 3, 4) else ""
-        raise InputError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape "
-                         f"{array.shape}{hint}")
+        hint = (
+            " (channels first? numpy images are (H, W, C): use array.transpose(1, 2, 0))"
+            if array.ndim == 3 and array.shape[0] in (1, 3, 4)
+            else ""
+        )
+        raise InputError(
+            f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {array.shape}{hint}"
+        )
     if array.dtype == np.uint16:
         array = array.astype(np.int32)
         scaled = torch.from_numpy(np.ascontiguousarray(array)).float() / 65535
@@ -118,8 +126,10 @@ def _open(path: Path) -> Image.Image:
             image.load()
         return image
     except Image.DecompressionBombError as exc:
-        raise InputError(f"image {path} is too large to open safely: {exc} If the file is trusted, raise the "
-                         "limit with `PIL.Image.MAX_IMAGE_PIXELS = <pixels>` (None disables it).") from None
+        raise InputError(
+            f"image {path} is too large to open safely: {exc} If the file is trusted, raise the "
+            "limit with `PIL.Image.MAX_IMAGE_PIXELS = <pixels>` (None disables it)."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from exc
 
@@ -133,8 +143,10 @@ def load_image(image: ImageLike) -> torch.Tensor:
     [0, 1]. Other integer types, float values outside [0, 1] and NaN/inf are refused (docs/conventions.md).
     """
     if isinstance(image, str) and image.strip().lower().startswith(URL_PREFIXES):
-        raise InputError(f"image {image[:80]!r} is a URL: mmnet does not download images; save the file and pass "
-                         "its path (or a PIL image, array or tensor)")
+        raise InputError(
+            f"image {image[:80]!r} is a URL: mmnet does not download images; save the file and pass "
+            "its path (or a PIL image, array or tensor)"
+        )
     if isinstance(image, (str, Path)):
         path = Path(image).expanduser()
         if not path.is_file():
@@ -152,10 +164,12 @@ def load_image(image: ImageLike) -> torch.Tensor:
         tensor = image.detach().cpu()
         tensor = tensor[None] if tensor.ndim == 2 else tensor
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
-            hint = " (channels last? tensors are (C, H, W): use tensor.permute(2, 0, 1))" \
-                if tensor.ndim == 3 and tensor.shape[-1] in (1, 3, 4) else ""
-            raise InputError(f"an image tensor must be (3, H, W), (1, H, W) or (H, W); got {tuple(image.shape)}"
-                             + hint)
+            hint = (
+                " (channels last? tensors are (C, H, W): use tensor.permute(2, 0, 1))"
+                if tensor.ndim == 3 and tensor.shape[-1] in (1, 3, 4)
+                else ""
+            )
+            raise InputError(f"an image tensor must be (3, H, W), (1, H, W) or (H, W); got {tuple(image.shape)}" + hint)
         tensor = _scale(tensor, "tensor")
         tensor = tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor
     else:
@@ -172,8 +186,9 @@ def resize(images: torch.Tensor, size: tuple[int, int], antialias: bool = True) 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> ``(images - mean) / std`` per channel (the normalisation of `prepare`)."""
-    return (images - torch.tensor(mean, device=images.device).view(1, 3, 1, 1)) / \
-        torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    return (images - torch.tensor(mean, device=images.device).view(1, 3, 1, 1)) / torch.tensor(
+        std, device=images.device
+    ).view(1, 3, 1, 1)
 
 
 def prepare(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:

@@ -52,8 +52,9 @@ def _is_path(name_or_path: str | Path) -> bool:
     return Path(name_or_path).expanduser().exists()
 
 
-def create_lpmflow(name: str, pretrained: bool = False, pretrained_backbone: bool | str = False,
-                   **config: Any) -> LPMFlow:
+def create_lpmflow(
+    name: str, pretrained: bool = False, pretrained_backbone: bool | str = False, **config: Any
+) -> LPMFlow:
     """The registry's LPMFlow factory: ``lpmflow_<vit>[.tag]`` -> `LPMFlow` (see `mmnet.create_model`).
 
     ``pretrained_backbone=True`` loads the ViT's self-supervised timm weights (``vit_base_patch16_224.dino`` for
@@ -70,8 +71,14 @@ def create_lpmflow(name: str, pretrained: bool = False, pretrained_backbone: boo
     return LPMFlow(LpmflowConfig(backbone=arch.removeprefix(PREFIX), **config), pretrained_backbone=pretrained_backbone)
 
 
-def save_lpmflow(model: LPMFlow, directory: str | Path, *, dtype: torch.dtype = torch.float32,
-                 readout: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_lpmflow(
+    model: LPMFlow,
+    directory: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    readout: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """``model.safetensors`` + ``config.json`` (architecture, `LpmflowConfig`, preprocess, readout) in `directory`.
 
     `readout` defaults to the model's own (``{"preset": ...}``); `extra` is copied into config.json. Each file is
@@ -88,36 +95,53 @@ def save_lpmflow(model: LPMFlow, directory: str | Path, *, dtype: torch.dtype = 
         raise InputError(f"extra must not override {', '.join(sorted(reserved))}")
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
-    config = {"architecture": model.architecture, "model": model.config.to_dict(),
-              "preprocess": model.preprocess.to_dict(), "readout": readout, "mmnet_version": __version__,
-              **(extra or {})}
-    for name, write in ((WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt",
-                                                                                 "mmnet_version": __version__})),
-                        (CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))):
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    config = {
+        "architecture": model.architecture,
+        "model": model.config.to_dict(),
+        "preprocess": model.preprocess.to_dict(),
+        "readout": readout,
+        "mmnet_version": __version__,
+        **(extra or {}),
+    }
+    for name, write in (
+        (WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt", "mmnet_version": __version__})),
+        (CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n")),
+    ):
         tmp = directory / f".{name}.tmp"
         write(tmp)
         os.replace(tmp, directory / name)
     return directory
 
 
-def load_lpmflow(name_or_path: str | Path | Source, *, revision: str | None = None,
-                 cache_dir: str | Path | None = None, local_files_only: bool = False) -> LPMFlow:
+def load_lpmflow(
+    name_or_path: str | Path | Source,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> LPMFlow:
     """An `LPMFlow` from a registered name (``lpmflow_vit_base_patch16.spair_official``), folder, safetensors file
     or hub id; strict loading, eval mode, CPU."""
     source = name_or_path
     if isinstance(name_or_path, (str, Path)) and not _is_path(name_or_path) and is_registered(str(name_or_path)):
         source = source_of(get_pretrained_cfg(str(name_or_path)), str(name_or_path))
-    config_path, weights_path, sha256 = resolve_files(source, revision=revision, cache_dir=cache_dir,
-                                                      local_files_only=local_files_only)
+    config_path, weights_path, sha256 = resolve_files(
+        source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
     if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
-        raise CheckpointError(f"{weights_path} has sha256 {actual}, expected {sha256}: delete it and convert or "
-                              "download it again")
+        raise CheckpointError(
+            f"{weights_path} has sha256 {actual}, expected {sha256}: delete it and convert or download it again"
+        )
     config = read_config(config_path)
     if not str(config.get("architecture", "")).startswith(PREFIX):
-        raise CheckpointError(f"{config_path} describes {config.get('architecture')!r}, not an LPMFlow model "
-                              "(lpmflow_<vit>); load it with mmnet.create_matcher instead")
+        raise CheckpointError(
+            f"{config_path} describes {config.get('architecture')!r}, not an LPMFlow model "
+            "(lpmflow_<vit>); load it with mmnet.create_matcher instead"
+        )
     try:
         model_config = LpmflowConfig.from_dict(config["model"])
     except (InputError, TypeError, ValueError) as exc:
@@ -149,10 +173,18 @@ class LpmflowMatcher(BaseMatcher):
         amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the matching maps 50 times).
     """
 
-    def __init__(self, model: LPMFlow, *, device: str | torch.device | None = None, preset: str | None = None,
-                 input_size: tuple[int, int] | None = None, amp: bool = False) -> None:
+    def __init__(
+        self,
+        model: LPMFlow,
+        *,
+        device: str | torch.device | None = None,
+        preset: str | None = None,
+        input_size: tuple[int, int] | None = None,
+        amp: bool = False,
+    ) -> None:
         preset = check_preset(preset, PRESETS, RENAMED) or check_preset(
-            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False)
+            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False
+        )
         super().__init__(device, amp)
         self.preset = preset
         self.model = model.eval().to(self.device)
@@ -164,15 +196,24 @@ class LpmflowMatcher(BaseMatcher):
         self.preprocess: PreprocessConfig = replace(model.preprocess, size=size)
 
     @classmethod
-    def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
-               cache_dir: str | Path | None = None, local_files_only: bool = False,
-               **kwargs: Any) -> LpmflowMatcher:
+    def create(
+        cls,
+        name_or_path: str | Path,
+        *,
+        pretrained: bool = True,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> LpmflowMatcher:
         """The registry's matcher factory: weights (registered name, folder, file or hub id) in an
         `LpmflowMatcher` (``pretrained=False``: a fresh, randomly initialised model); kwargs go to the class."""
         if not pretrained:
             return cls(create_lpmflow(str(name_or_path)), **kwargs)
-        return cls(load_lpmflow(name_or_path, revision=revision, cache_dir=cache_dir,
-                                local_files_only=local_files_only), **kwargs)
+        return cls(
+            load_lpmflow(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only),
+            **kwargs,
+        )
 
     @property
     def convention(self) -> Convention:
@@ -195,8 +236,14 @@ class LpmflowMatcher(BaseMatcher):
         mass = F.interpolate(mass, size=self.grid, mode="bilinear", align_corners=False)[:, 0]
         return flow, mass
 
-    def _transfer(self, flow: torch.Tensor, mass: torch.Tensor, points: torch.Tensor,
-                  src_size: tuple[int, int], tgt_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transfer(
+        self,
+        flow: torch.Tensor,
+        mass: torch.Tensor,
+        points: torch.Tensor,
+        src_size: tuple[int, int],
+        tgt_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pair: (2, G, G) flow + (G, G) scores, (N, 2) source pixels -> target pixels, scores."""
         grid = self.grid
         if self.preset == "official":
@@ -218,11 +265,13 @@ class LpmflowMatcher(BaseMatcher):
         """Bilinear (C, h, w) at (N, 2) cell xy (border cells extend outwards) -> (C, N)."""
         h, w = maps.shape[-2:]
         norm = torch.stack([cell[:, 0] / max(w - 1, 1), cell[:, 1] / max(h - 1, 1)], -1) * 2 - 1
-        return F.grid_sample(maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border",
-                             align_corners=True)[0, :, 0]
+        return F.grid_sample(
+            maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border", align_corners=True
+        )[0, :, 0]
 
-    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
-               points: list[torch.Tensor]) -> list[MatchResult]:
+    def _match(
+        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
+    ) -> list[MatchResult]:
         flow, mass = self._run(sources, targets)
         out = []
         for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
@@ -238,11 +287,11 @@ class LpmflowMatcher(BaseMatcher):
             pixels = pixel_grid(src_size, self.device)
             if self.preset == "official":  # the point rule at every pixel
                 xy, score = self._transfer(flow[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)
-                out.append(FlowResult((xy - pixels.view(-1, 2)).T.reshape(2, *src_size).cpu(),
-                                      score.view(src_size).cpu()))
+                out.append(
+                    FlowResult((xy - pixels.view(-1, 2)).T.reshape(2, *src_size).cpu(), score.view(src_size).cpu())
+                )
                 continue
             cells = pixel_grid(self.grid, self.device) + flow[i].permute(1, 2, 0)  # target cell xy per source cell
-            cell_map = torch.cat([grid_to_pixels(cells, tgt_size, self.grid, "center").permute(2, 0, 1),
-                                  mass[i][None]])
+            cell_map = torch.cat([grid_to_pixels(cells, tgt_size, self.grid, "center").permute(2, 0, 1), mass[i][None]])
             out.append(cells_to_flow(cell_map, pixels_to_grid(pixels, src_size, self.grid, "center")))
         return out

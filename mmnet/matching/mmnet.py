@@ -28,12 +28,14 @@ from .transport import gather_rows, transport_table
 MIN_INPUT_SIDE = 32
 
 
-def create_mmnet(name: str, pretrained: bool = False, pretrained_backbone: bool = False,
-                 **config: Any) -> MMNet:
+def create_mmnet(name: str, pretrained: bool = False, pretrained_backbone: bool = False, **config: Any) -> MMNet:
     """The registry's MMNet factory: ``mmnet_<backbone>[.tag]`` -> `MMNet` (see `mmnet.create_model`)."""
     arch, _, tag = name.partition(".")
-    check_keys(f"keyword argument(s) of create_model({name!r})", config,
-               [f.name for f in fields(MMNetConfig) if f.name != "backbone"])
+    check_keys(
+        f"keyword argument(s) of create_model({name!r})",
+        config,
+        [f.name for f in fields(MMNetConfig) if f.name != "backbone"],
+    )
     check_bool("pretrained", pretrained)
     check_bool("pretrained_backbone", pretrained_backbone)
     if pretrained or tag:
@@ -67,13 +69,25 @@ class Matcher(BaseMatcher):
             the model they load; off for a model you pass, which you may still want to train.
     """
 
-    def __init__(self, model: MMNet, *, device: str | torch.device | None = None, preset: str | None = None,
-                 input_size: tuple[int, int] | None = None, amp: bool | None = None, chunk_size: int = 2048,
-                 micro_batch: int | None = None, flow_search: str = "exact", search_radius: int = 3,
-                 fold_batchnorm: bool = False, **readout: Any) -> None:
+    def __init__(
+        self,
+        model: MMNet,
+        *,
+        device: str | torch.device | None = None,
+        preset: str | None = None,
+        input_size: tuple[int, int] | None = None,
+        amp: bool | None = None,
+        chunk_size: int = 2048,
+        micro_batch: int | None = None,
+        flow_search: str = "exact",
+        search_radius: int = 3,
+        fold_batchnorm: bool = False,
+        **readout: Any,
+    ) -> None:
         if not isinstance(model, MMNet):
-            raise InputError(f"model must be an MMNet (mmnet.create_model or mmnet.from_pretrained), got "
-                             f"{describe(model)}")
+            raise InputError(
+                f"model must be an MMNet (mmnet.create_model or mmnet.from_pretrained), got {describe(model)}"
+            )
         preset = check_preset(preset, PRESETS)
         check_keys("keyword argument(s) of Matcher", readout, [f.name for f in fields(ReadoutConfig)])
         if amp is not None:
@@ -99,22 +113,31 @@ class Matcher(BaseMatcher):
         # the official readout is a hard argmax over raw scores: keep it in float32 (as the official test) by default
         self.amp = (self.device.type == "cuda" and self.readout != PRESETS["official"]) if amp is None else amp
         if not -model.num_levels <= self.readout.level < model.num_levels:
-            raise InputError(f"level {self.readout.level} out of range: level must be an integer in "
-                             f"[{-model.num_levels}, {model.num_levels - 1}] for this model's {model.num_levels} "
-                             "levels (coarse to fine)")
+            raise InputError(
+                f"level {self.readout.level} out of range: level must be an integer in "
+                f"[{-model.num_levels}, {model.num_levels - 1}] for this model's {model.num_levels} "
+                "levels (coarse to fine)"
+            )
         if self.flow_search == "coarse-to-fine" and self.readout.method == "ot":
             raise InputError("flow_search='coarse-to-fine' needs a per-row readout (argmax or softargmax), not 'ot'")
 
     @classmethod
-    def create(cls, name_or_path: str | Path, *, pretrained: bool = True, revision: str | None = None,
-               cache_dir: str | Path | None = None, local_files_only: bool = False, **kwargs: Any) -> Matcher:
+    def create(
+        cls,
+        name_or_path: str | Path,
+        *,
+        pretrained: bool = True,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> Matcher:
         """The registry's matcher factory: weights (registered name, hub repo id, folder or file) wrapped in a
         `Matcher` (``pretrained=False``: a fresh model of the architecture); kwargs go to `Matcher`."""
         kwargs.setdefault("fold_batchnorm", True)  # the model is ours: fold it for inference
         if not pretrained:
             return cls(create_mmnet(str(name_or_path)), **kwargs)
-        model = from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
-                                local_files_only=local_files_only)
+        model = from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         return cls(model, **kwargs)
 
     @property
@@ -130,35 +153,40 @@ class Matcher(BaseMatcher):
         batch = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in images])
         return batch, sizes
 
-    def _to_target_pixels(self, grid_xy: torch.Tensor, grid_size: Sequence[int],
-                          sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    def _to_target_pixels(
+        self, grid_xy: torch.Tensor, grid_size: Sequence[int], sizes: Sequence[tuple[int, int]]
+    ) -> torch.Tensor:
         """(B, M, 2) target grid xy -> target original pixels."""
         conv = self.readout.convention
         pixels = grid_to_pixels(grid_xy, self.preprocess.size, grid_size, conv)
-        return torch.stack([grid_to_pixels(p, size, self.preprocess.size, conv) for p, size in zip(pixels, sizes,
-                                                                                                   strict=True)])
+        return torch.stack(
+            [grid_to_pixels(p, size, self.preprocess.size, conv) for p, size in zip(pixels, sizes, strict=True)]
+        )
 
     def _transport(self, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor]) -> torch.Tensor | None:
         """The ``"ot"`` readout's rows of every source cell (B, M, ht, wt), or None for the other readouts."""
         if self.readout.method != "ot":
             return None
-        return transport_table(self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size,
-                               self.chunk_size)
+        return transport_table(
+            self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size, self.chunk_size
+        )
 
     def _steps(self, count: int) -> list[slice]:
         """The pairs of each network forward: `micro_batch` at a time (default 1 on the CPU, all on a GPU)."""
         size = self.micro_batch or (count if self.device.type != "cpu" else 1)
         return [slice(i, i + size) for i in range(0, count, size)]
 
-    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
-               points: list[torch.Tensor]) -> list[MatchResult]:
+    def _match(
+        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
+    ) -> list[MatchResult]:
         return [r for s in self._steps(len(sources)) for r in self._match_step(sources[s], targets[s], points[s])]
 
     def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
         return [r for s in self._steps(len(sources)) for r in self._flow_step(sources[s], targets[s])]
 
-    def _match_step(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
-                    points: list[torch.Tensor]) -> list[MatchResult]:
+    def _match_step(
+        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
+    ) -> list[MatchResult]:
         src, src_sizes = self._inputs(sources)
         tgt, tgt_sizes = self._inputs(targets)
         n = max(max(len(p) for p in points), 1)
@@ -175,8 +203,11 @@ class Matcher(BaseMatcher):
             # 4 x N x (target cells) floats (18 GB for a million points)
             for chunk in pixels_to_grid(padded, size, src_grid, conv).split(self.chunk_size, dim=1):
                 cells, weights = bilinear_cells(chunk, src_grid)
-                rows = (self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
-                        if table is None else gather_rows(table, cells.flatten(1)))
+                rows = (
+                    self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
+                    if table is None
+                    else gather_rows(table, cells.flatten(1))
+                )
                 read.append(read_scores(blend_rows(rows, weights), self.readout))
             grid_xy, scores = torch.cat([r[0] for r in read], 1), torch.cat([r[1] for r in read], 1)
         target = self._to_target_pixels(grid_xy, tgt_grid, tgt_sizes)
@@ -190,19 +221,30 @@ class Matcher(BaseMatcher):
             (h, w), tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
             if self.flow_search == "coarse-to-fine":
-                windows, origin = coarse_to_fine.search(src_feats, tgt_feats, self._level, self.search_radius,
-                                                        self.chunk_size)
+                windows, origin = coarse_to_fine.search(
+                    src_feats, tgt_feats, self._level, self.search_radius, self.chunk_size
+                )
                 xy, conf = read_scores(windows, self.readout)
                 read = [(xy + origin.flip(-1).to(xy.dtype), conf)]
             else:
                 table = self._transport(src_feats, tgt_feats)
-                read = [read_scores(self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1]
-                                    if table is None else gather_rows(table, chunk), self.readout)
-                        for chunk in all_cells.split(self.chunk_size, dim=1)]
+                read = [
+                    read_scores(
+                        self.model.correlation_rows(src_feats, tgt_feats, chunk, self._level)[-1]
+                        if table is None
+                        else gather_rows(table, chunk),
+                        self.readout,
+                    )
+                    for chunk in all_cells.split(self.chunk_size, dim=1)
+                ]
         target = self._to_target_pixels(torch.cat([r[0] for r in read], 1), tgt_grid, tgt_sizes)
         cell_maps = torch.cat([target.transpose(1, 2), torch.cat([r[1] for r in read], 1)[:, None]], 1)
         cell_maps = cell_maps.view(len(src), 3, h, w)
         conv, size = self.readout.convention, self.preprocess.size
-        return [cells_to_flow(cell_maps[i], pixels_to_grid(pixels_to_grid(pixel_grid(hw, self.device), hw, size, conv),
-                                                           size, (h, w), conv))
-                for i, hw in enumerate(src_sizes)]
+        return [
+            cells_to_flow(
+                cell_maps[i],
+                pixels_to_grid(pixels_to_grid(pixel_grid(hw, self.device), hw, size, conv), size, (h, w), conv),
+            )
+            for i, hw in enumerate(src_sizes)
+        ]

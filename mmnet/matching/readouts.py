@@ -56,11 +56,11 @@ class ReadoutConfig:
         if self.window % 2 == 0:
             raise InputError(f"window must be an odd integer >= 1 (a patch centred on the argmax), got {self.window}")
         check_choice("convention", self.convention, ("center", "corner"))
-        object.__setattr__(self, "ot_epsilon", check_float("ot_epsilon", self.ot_epsilon, min=0.0,
-                                                           min_inclusive=False))
+        object.__setattr__(self, "ot_epsilon", check_float("ot_epsilon", self.ot_epsilon, min=0.0, min_inclusive=False))
         check_int("ot_iterations", self.ot_iterations, min=1)
-        object.__setattr__(self, "ot_exponent", check_float("ot_exponent", self.ot_exponent, min=0.0,
-                                                            min_inclusive=False))
+        object.__setattr__(
+            self, "ot_exponent", check_float("ot_exponent", self.ot_exponent, min=0.0, min_inclusive=False)
+        )
         check_choice("ot_masses", self.ot_masses, ("uniform", "confidence"))
         check_bool("ot_hough", self.ot_hough)
 
@@ -85,8 +85,9 @@ PRESETS: dict[str, ReadoutConfig] = {
 RENAMED_PRESETS = {"default": "finest"}
 
 
-def check_preset(preset: Any, choices: Collection[str], renamed: Mapping[str, str] | None = None,
-                 warn: bool = True) -> str | None:
+def check_preset(
+    preset: Any, choices: Collection[str], renamed: Mapping[str, str] | None = None, warn: bool = True
+) -> str | None:
     """A matcher's `preset` argument -> a name in `choices`, or None for the checkpoint's own readout.
 
     A name in `renamed` (old -> new) gives the new one, with a `DeprecationWarning` when `warn`; anything else
@@ -97,13 +98,19 @@ def check_preset(preset: Any, choices: Collection[str], renamed: Mapping[str, st
     renamed = RENAMED_PRESETS if renamed is None else renamed
     if isinstance(preset, str) and preset in renamed:
         if warn:
-            warnings.warn(f"preset={preset!r} is deprecated and will be removed in the next release: it means "
-                          f"preset={renamed[preset]!r}; leave the preset out (None) for the checkpoint's own "
-                          "readout", DeprecationWarning, stacklevel=3)
+            warnings.warn(
+                f"preset={preset!r} is deprecated and will be removed in the next release: it means "
+                f"preset={renamed[preset]!r}; leave the preset out (None) for the checkpoint's own "
+                "readout",
+                DeprecationWarning,
+                stacklevel=3,
+            )
         return renamed[preset]
     if not isinstance(preset, str) or preset not in choices:
-        raise InputError(f"unknown preset {preset!r}: preset must be None (the checkpoint's readout) or one of "
-                         f"{', '.join(map(repr, choices))}")
+        raise InputError(
+            f"unknown preset {preset!r}: preset must be None (the checkpoint's readout) or one of "
+            f"{', '.join(map(repr, choices))}"
+        )
     return preset
 
 

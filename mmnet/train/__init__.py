@@ -23,7 +23,25 @@ from mmnet.train.trainer import (
 )
 from mmnet.train.validate import pck_validator
 
-__all__ = ["Augment", "CsvPairs", "MixedPairs", "RandomWarp", "SupervisedPairs", "SyntheticPairs",
-           "ThinPlateSpline", "TrainConfig", "TrainFamily", "Trainer", "WarpConfig", "collate", "configure_trainable",
-           "default_data_root", "family_of", "init_distributed", "lr_factor", "make_optimizer", "param_groups",
-           "pck_validator"]
+__all__ = [
+    "Augment",
+    "CsvPairs",
+    "MixedPairs",
+    "RandomWarp",
+    "SupervisedPairs",
+    "SyntheticPairs",
+    "ThinPlateSpline",
+    "TrainConfig",
+    "TrainFamily",
+    "Trainer",
+    "WarpConfig",
+    "collate",
+    "configure_trainable",
+    "default_data_root",
+    "family_of",
+    "init_distributed",
+    "lr_factor",
+    "make_optimizer",
+    "param_groups",
+    "pck_validator",
+]

@@ -33,8 +33,14 @@ from .lpmflow import flow_loss as _keypoint_flow_loss
 Target = Literal["keypoints", "official"]
 
 
-def official_flow_target(src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor, grid: int = 16,
-                         frame: int = 256, window: tuple[int, int] = (-9, 25)) -> torch.Tensor:
+def official_flow_target(
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    grid: int = 16,
+    frame: int = 256,
+    window: tuple[int, int] = (-9, 25),
+) -> torch.Tensor:
     """The official CATs ground-truth flow (module docstring): keypoints (B, N, 2) in the `frame` x `frame` image ->
     (B, 2, grid, grid) in cells on the source grid, zeros where no keypoint reaches."""
     stride = frame // grid
@@ -55,8 +61,15 @@ def official_flow_target(src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: to
     return out
 
 
-def cats_flow_loss(flow: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor,
-                   src_size: Sequence[int], tgt_size: Sequence[int], target: Target = "keypoints") -> torch.Tensor:
+def cats_flow_loss(
+    flow: torch.Tensor,
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    src_size: Sequence[int],
+    tgt_size: Sequence[int],
+    target: Target = "keypoints",
+) -> torch.Tensor:
     """End-point error of a (B, 2, g, g) source -> target flow in cells against keypoint pairs in pixels of the model
     inputs (sizes `src_size` / `tgt_size`); ``target`` as in the module docstring."""
     if target == "keypoints":
@@ -65,17 +78,29 @@ def cats_flow_loss(flow: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Ten
         raise InputError(f"unknown flow target {target!r}; choose 'keypoints' or 'official'")
     grid = flow.shape[-1]
     frame = 16 * grid
-    gt = official_flow_target(pixels_to_grid(src_kps, src_size, (frame, frame), "corner"),
-                              pixels_to_grid(tgt_kps, tgt_size, (frame, frame), "corner"), valid, grid, frame)
+    gt = official_flow_target(
+        pixels_to_grid(src_kps, src_size, (frame, frame), "corner"),
+        pixels_to_grid(tgt_kps, tgt_size, (frame, frame), "corner"),
+        valid,
+        grid,
+        frame,
+    )
     mask = (gt != 0).any(1)
     if not mask.any():
         return flow.sum() * 0
     return (flow - gt).norm(dim=1)[mask].mean()
 
 
-def cats_keypoint_loss(scores: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor,
-                       src_size: Sequence[int], tgt_size: Sequence[int], beta: float = 0.02,
-                       both_directions: bool = False) -> torch.Tensor:
+def cats_keypoint_loss(
+    scores: torch.Tensor,
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    src_size: Sequence[int],
+    tgt_size: Sequence[int],
+    beta: float = 0.02,
+    both_directions: bool = False,
+) -> torch.Tensor:
     """MMNet's keypoint loss on the CATs scores R (B, Ns, Nt) over square grids: each source keypoint's row (bilinear
     blend of the 4 cells around it) as a softmax with temperature `beta` over the target cells, against MMNet's soft
     target around the true match (`mmnet.train.loss.soft_target`); BCE summed over cells and keypoints, divided by
@@ -84,8 +109,9 @@ def cats_keypoint_loss(scores: torch.Tensor, src_kps: torch.Tensor, tgt_kps: tor
     grid = (side, side)
     weight = valid.to(scores.dtype)
 
-    def one(volume: torch.Tensor, kps_a: torch.Tensor, kps_b: torch.Tensor, size_a: Sequence[int],
-            size_b: Sequence[int]) -> torch.Tensor:
+    def one(
+        volume: torch.Tensor, kps_a: torch.Tensor, kps_b: torch.Tensor, size_a: Sequence[int], size_b: Sequence[int]
+    ) -> torch.Tensor:
         cells, blend = bilinear_cells(pixels_to_grid(kps_a, size_a, grid, "center"), grid)
         rows = volume.gather(1, cells.flatten(1)[..., None].expand(-1, -1, volume.shape[-1]))
         rows = blend_rows(rows.view(len(volume), -1, *grid), blend) / beta
@@ -98,9 +124,17 @@ def cats_keypoint_loss(scores: torch.Tensor, src_kps: torch.Tensor, tgt_kps: tor
     return loss
 
 
-def cats_loss(model: CATs, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-              valid: torch.Tensor, *, objective: Literal["flow", "keypoint"] = "flow", target: Target = "keypoints"
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+def cats_loss(
+    model: CATs,
+    src: torch.Tensor,
+    tgt: torch.Tensor,
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    objective: Literal["flow", "keypoint"] = "flow",
+    target: Target = "keypoints",
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One training forward: the flow EPE (``objective="flow"``, the official objective) or the MMNet-style keypoint
     loss, and its value as a float."""
     scores = model.scores(src, tgt)
@@ -114,12 +148,15 @@ def cats_loss(model: CATs, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.
     return loss, {objective: float(loss.detach())}
 
 
-def cats_param_groups(model: CATs, lr: float = 3e-5, backbone_lr: float = 3e-6, weight_decay: float = 0.05
-                      ) -> list[dict]:
+def cats_param_groups(
+    model: CATs, lr: float = 3e-5, backbone_lr: float = 3e-6, weight_decay: float = 0.05
+) -> list[dict]:
     """The official AdamW groups: the head (projections, aggregator, soft-argmax grid) at `lr`, the backbone at
     `backbone_lr`, weight decay on every parameter (biases, norms, embeddings and the grid included, as the official
     code does)."""
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
-    return [{"params": head, "lr": lr, "weight_decay": weight_decay},
-            {"params": backbone, "lr": backbone_lr, "weight_decay": weight_decay}]
+    return [
+        {"params": head, "lr": lr, "weight_decay": weight_decay},
+        {"params": backbone, "lr": backbone_lr, "weight_decay": weight_decay},
+    ]

@@ -58,12 +58,21 @@ class MMNetObjective(Objective):
         super().__init__(model, config)
         self.convention, self.levels = config.convention, config.loss_levels
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         from mmnet.train.loss import mmnet_loss
 
-        return mmnet_loss(self.model, src, tgt, src_kps, tgt_kps, valid, self.convention,  # type: ignore[arg-type]
-                          self.levels)
+        return mmnet_loss(
+            self.model,
+            src,
+            tgt,
+            src_kps,
+            tgt_kps,
+            valid,
+            self.convention,  # type: ignore[arg-type]
+            self.levels,
+        )
 
 
 class CatsObjective(Objective):
@@ -72,12 +81,21 @@ class CatsObjective(Objective):
         self.objective = "flow" if config.objective == "default" else config.objective
         self.target = config.flow_target
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         from mmnet.train.cats import cats_loss
 
-        return cats_loss(self.model, src, tgt, src_kps, tgt_kps, valid, objective=self.objective,  # type: ignore
-                         target=self.target)[0]
+        return cats_loss(
+            self.model,
+            src,
+            tgt,
+            src_kps,
+            tgt_kps,
+            valid,
+            objective=self.objective,  # type: ignore
+            target=self.target,
+        )[0]
 
 
 class LpmflowObjective(Objective):
@@ -85,12 +103,22 @@ class LpmflowObjective(Objective):
         super().__init__(model, config)
         self.target, self.schedule = config.flow_target, config.rptc_schedule
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         from mmnet.train.lpmflow import lpmflow_loss
 
-        return lpmflow_loss(self.model, src, tgt, src_kps, tgt_kps, valid, self.epoch,  # type: ignore[arg-type]
-                            schedule=self.schedule, target=self.target)[0]  # type: ignore[arg-type]
+        return lpmflow_loss(
+            self.model,
+            src,
+            tgt,
+            src_kps,
+            tgt_kps,
+            valid,
+            self.epoch,  # type: ignore[arg-type]
+            schedule=self.schedule,
+            target=self.target,
+        )[0]  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -128,24 +156,30 @@ class TrainFamily:
     def check_config(self, config: TrainConfig) -> None:
         """InputError for a `TrainConfig` setting that does not apply to this family, naming what does."""
         what = f"{self.prefix}<...> models"
-        for field, allowed in (("objective", self.objectives), ("flow_target", self.flow_targets),
-                               ("convention", self.conventions), ("rptc_schedule", self.rptc_schedules)):
+        for field, allowed in (
+            ("objective", self.objectives),
+            ("flow_target", self.flow_targets),
+            ("convention", self.conventions),
+            ("rptc_schedule", self.rptc_schedules),
+        ):
             value = getattr(config, field)
             if value not in allowed:
-                raise InputError(f"{field} {value!r} does not apply to {what}; allowed: "
-                                 f"{', '.join(map(repr, allowed))}")
+                raise InputError(
+                    f"{field} {value!r} does not apply to {what}; allowed: {', '.join(map(repr, allowed))}"
+                )
         if config.loss_levels and not self.loss_levels:
             raise InputError(f"loss_levels {config.loss_levels} applies to mmnet_<...> models only; use 0 for {what}")
         mode = config.train_backbone
         if mode not in ("frozen", "full") and not self.backbone_groups:
-            raise InputError(f"train_backbone {mode!r} needs MMNet's backbone scale groups; {what} allow 'frozen' "
-                             "or 'full'")
+            raise InputError(
+                f"train_backbone {mode!r} needs MMNet's backbone scale groups; {what} allow 'frozen' or 'full'"
+            )
 
     def check_readout(self, readout: Any) -> dict[str, Any]:
         """A release readout: a dict the family's matcher accepts (MMNet: `ReadoutConfig` fields; CATs and
         LPMFlow: ``{"preset": name}``). Checked before training so a bad value fails at once."""
         if not isinstance(readout, dict):
-            raise InputError(f"readout must be a JSON object such as {{}} or {{\"level\": 2}}, got {describe(readout)}")
+            raise InputError(f'readout must be a JSON object such as {{}} or {{"level": 2}}, got {describe(readout)}')
         if self.name == "mmnet":
             from mmnet.matching.readouts import ReadoutConfig
 
@@ -158,16 +192,37 @@ class TrainFamily:
 
 
 FAMILIES: dict[str, TrainFamily] = {
-    "mmnet": TrainFamily("mmnet", "mmnet_", "mmnet.train.families:MMNetObjective", "mmnet.zoo.hub:save_pretrained",
-                         "mmnet.zoo:from_pretrained", "mmnet.matching.mmnet:Matcher",
-                         conventions=("center", "corner"), loss_levels=True, backbone_groups=True),
-    "cats": TrainFamily("cats", "cats_", "mmnet.train.families:CatsObjective", "mmnet.matching.cats:save_cats",
-                        "mmnet.matching.cats:load_cats", "mmnet.matching.cats:CatsMatcher",
-                        objectives=("default", "flow", "keypoint"), flow_targets=("keypoints", "official")),
-    "lpmflow": TrainFamily("lpmflow", "lpmflow_", "mmnet.train.families:LpmflowObjective",
-                           "mmnet.matching.lpmflow:save_lpmflow", "mmnet.matching.lpmflow:load_lpmflow",
-                           "mmnet.matching.lpmflow:LpmflowMatcher", flow_targets=("keypoints", "official"),
-                           rptc_schedules=("code", "supplement")),
+    "mmnet": TrainFamily(
+        "mmnet",
+        "mmnet_",
+        "mmnet.train.families:MMNetObjective",
+        "mmnet.zoo.hub:save_pretrained",
+        "mmnet.zoo:from_pretrained",
+        "mmnet.matching.mmnet:Matcher",
+        conventions=("center", "corner"),
+        loss_levels=True,
+        backbone_groups=True,
+    ),
+    "cats": TrainFamily(
+        "cats",
+        "cats_",
+        "mmnet.train.families:CatsObjective",
+        "mmnet.matching.cats:save_cats",
+        "mmnet.matching.cats:load_cats",
+        "mmnet.matching.cats:CatsMatcher",
+        objectives=("default", "flow", "keypoint"),
+        flow_targets=("keypoints", "official"),
+    ),
+    "lpmflow": TrainFamily(
+        "lpmflow",
+        "lpmflow_",
+        "mmnet.train.families:LpmflowObjective",
+        "mmnet.matching.lpmflow:save_lpmflow",
+        "mmnet.matching.lpmflow:load_lpmflow",
+        "mmnet.matching.lpmflow:LpmflowMatcher",
+        flow_targets=("keypoints", "official"),
+        rptc_schedules=("code", "supplement"),
+    ),
 }
 
 
@@ -176,16 +231,17 @@ def family_for_architecture(architecture: str) -> TrainFamily:
     for family in FAMILIES.values():
         if str(architecture).startswith(family.prefix):
             return family
-    raise InputError(f"{architecture!r} is not a trainable architecture; mmnet trains "
-                     + ", ".join(f"{f.prefix}<...>" for f in FAMILIES.values()))
+    raise InputError(
+        f"{architecture!r} is not a trainable architecture; mmnet trains "
+        + ", ".join(f"{f.prefix}<...>" for f in FAMILIES.values())
+    )
 
 
 def family_of(model: nn.Module) -> TrainFamily:
     """The family of a model (by its ``architecture``)."""
     architecture = getattr(model, "architecture", None)
     if not isinstance(architecture, str):
-        raise InputError(f"model must be an MMNet, CATs or LPMFlow network (mmnet.create_model), got "
-                         f"{describe(model)}")
+        raise InputError(f"model must be an MMNet, CATs or LPMFlow network (mmnet.create_model), got {describe(model)}")
     return family_for_architecture(architecture)
 
 
@@ -209,5 +265,15 @@ def load_for_training(name_or_path: str | Path) -> nn.Module:
     return family_for_architecture(architecture_of(name_or_path)).load_weights(name_or_path)
 
 
-__all__ = ["FAMILIES", "CatsObjective", "LpmflowObjective", "MMNetObjective", "Objective", "TrainFamily",
-           "architecture_of", "family_for_architecture", "family_of", "load_for_training"]
+__all__ = [
+    "FAMILIES",
+    "CatsObjective",
+    "LpmflowObjective",
+    "MMNetObjective",
+    "Objective",
+    "TrainFamily",
+    "architecture_of",
+    "family_for_architecture",
+    "family_of",
+    "load_for_training",
+]

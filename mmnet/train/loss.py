@@ -34,10 +34,12 @@ def soft_target(grid_points: torch.Tensor, grid_size: Sequence[int]) -> torch.Te
     weight = (distinct / dist).flatten(2)  # a corner clamped onto another one counts once
     weight = weight / weight.sum(-1, keepdim=True)
     index = (cy * w + cx).flatten(2).long()
-    target = torch.zeros(b * n, h * w, device=grid_points.device).scatter_add_(1, index.view(b * n, 4),
-                                                                               weight.view(b * n, 4))
-    blurred = F.conv2d(target.view(b * n, 1, h, w), gaussian_kernel(3, GAUSSIAN_SIGMA, grid_points.device)[None, None],
-                       padding=1)
+    target = torch.zeros(b * n, h * w, device=grid_points.device).scatter_add_(
+        1, index.view(b * n, 4), weight.view(b * n, 4)
+    )
+    blurred = F.conv2d(
+        target.view(b * n, 1, h, w), gaussian_kernel(3, GAUSSIAN_SIGMA, grid_points.device)[None, None], padding=1
+    )
     return blurred.view(b, n, h, w)
 
 
@@ -49,9 +51,17 @@ def softmax_bce(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(q * log_p + (1 - q) * log_not_p).sum(dim=2)
 
 
-def _direction_loss(model: MMNet, src_feats: list[torch.Tensor], tgt_feats: list[torch.Tensor],
-                    src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor,
-                    src_size: Sequence[int], tgt_size: Sequence[int], convention: Convention) -> torch.Tensor:
+def _direction_loss(
+    model: MMNet,
+    src_feats: list[torch.Tensor],
+    tgt_feats: list[torch.Tensor],
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    src_size: Sequence[int],
+    tgt_size: Sequence[int],
+    convention: Convention,
+) -> torch.Tensor:
     total = src_kps.new_zeros(())
     for level in range(len(src_feats)):
         src_grid, tgt_grid = src_feats[level].shape[-2:], tgt_feats[level].shape[-2:]
@@ -62,8 +72,16 @@ def _direction_loss(model: MMNet, src_feats: list[torch.Tensor], tgt_feats: list
     return total
 
 
-def mmnet_loss(model: MMNet, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-               valid: torch.Tensor, convention: Convention = "center", levels: int = 0) -> torch.Tensor:
+def mmnet_loss(
+    model: MMNet,
+    src: torch.Tensor,
+    tgt: torch.Tensor,
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    convention: Convention = "center",
+    levels: int = 0,
+) -> torch.Tensor:
     """Loss of a batch of pairs.
 
     src, tgt: normalised images (B, 3, H, W); src_kps, tgt_kps: (B, N, 2) xy pixels of those images;

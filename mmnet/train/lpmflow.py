@@ -76,8 +76,9 @@ def rptc_loss(tokens: torch.Tensor, replaced: torch.Tensor, grid: int, temperatu
     return -logits.log_softmax(-1)[..., 0].mean()
 
 
-def official_flow_target(src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor,
-                         grid: int = 128, frame: int = 512) -> torch.Tensor:
+def official_flow_target(
+    src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor, grid: int = 128, frame: int = 512
+) -> torch.Tensor:
     """The official dense ground truth (see the module docstring): keypoints in the `frame` x `frame` image ->
     (B, 2, grid, grid) flow in grid cells, zeros where no keypoint reaches."""
     stride = frame // grid
@@ -100,9 +101,15 @@ def official_flow_target(src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: to
     return out
 
 
-def flow_loss(flow: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor,
-              src_size: Sequence[int], tgt_size: Sequence[int], target: Literal["keypoints", "official"] = "keypoints"
-              ) -> torch.Tensor:
+def flow_loss(
+    flow: torch.Tensor,
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    src_size: Sequence[int],
+    tgt_size: Sequence[int],
+    target: Literal["keypoints", "official"] = "keypoints",
+) -> torch.Tensor:
     """Sparse end-point error of a (B, 2, G, G) source -> target flow (grid cells) against keypoint pairs
     (B, N, 2) in pixels of the model inputs of sizes `src_size` / `tgt_size`, with a (B, N) validity mask."""
     grid = flow.shape[-2:]
@@ -127,10 +134,19 @@ def flow_loss(flow: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, 
     return error[valid].mean()
 
 
-def lpmflow_loss(model: LPMFlow, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor,
-                 valid: torch.Tensor, epoch: int, *, schedule: Schedule = "code",
-                 target: Literal["keypoints", "official"] = "keypoints", temperature: float = 0.1
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+def lpmflow_loss(
+    model: LPMFlow,
+    src: torch.Tensor,
+    tgt: torch.Tensor,
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    epoch: int,
+    *,
+    schedule: Schedule = "code",
+    target: Literal["keypoints", "official"] = "keypoints",
+    temperature: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One training forward: ``flow EPE + rptc_lambda(epoch) * L_RPTC`` and its parts (as floats)."""
     out = model(src, tgt)
     epe = flow_loss(out.flow, src_kps, tgt_kps, valid, src.shape[-2:], tgt.shape[-2:], target)
@@ -140,16 +156,23 @@ def lpmflow_loss(model: LPMFlow, src: torch.Tensor, tgt: torch.Tensor, src_kps: 
     else:
         rptc = rptc_loss(out.source_tokens, out.replaced, model.grid, temperature)
     total = epe + weight * rptc
-    return total, {"epe": float(epe.detach()), "rptc": float(rptc.detach()), "lambda": weight,
-                   "loss": float(total.detach())}
+    return total, {
+        "epe": float(epe.detach()),
+        "rptc": float(rptc.detach()),
+        "lambda": weight,
+        "loss": float(total.detach()),
+    }
 
 
-def lpmflow_param_groups(model: LPMFlow, lr: float = 4e-5, backbone_lr: float = 3e-6,
-                         weight_decay: float = 0.05) -> list[dict]:
+def lpmflow_param_groups(
+    model: LPMFlow, lr: float = 4e-5, backbone_lr: float = 3e-6, weight_decay: float = 0.05
+) -> list[dict]:
     """The official AdamW groups: the ViT at `backbone_lr`, everything else at `lr`, weight decay on every
     parameter (norms, tables and the soft-argmax grid included, as the official code does). Each parameter once
     (the official aliases made the shared position table update twice per step)."""
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
-    return [{"params": head, "lr": lr, "weight_decay": weight_decay},
-            {"params": backbone, "lr": backbone_lr, "weight_decay": weight_decay}]
+    return [
+        {"params": head, "lr": lr, "weight_decay": weight_decay},
+        {"params": backbone, "lr": backbone_lr, "weight_decay": weight_decay},
+    ]

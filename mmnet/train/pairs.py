@@ -90,8 +90,9 @@ def colour_jitter(image: torch.Tensor, rng: np.random.Generator, strength: float
     return out.clamp(0, 1)
 
 
-def pad_keypoints(src_kps: np.ndarray, tgt_kps: np.ndarray, valid: np.ndarray,
-                  max_kps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_keypoints(
+    src_kps: np.ndarray, tgt_kps: np.ndarray, valid: np.ndarray, max_kps: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep rows valid in both (finite), put them first, pad with zeros to `max_kps` rows; mask (K,) bool."""
     keep = valid & np.isfinite(src_kps).all(1) & np.isfinite(tgt_kps).all(1)
     idx = np.flatnonzero(keep)[:max_kps]
@@ -102,13 +103,14 @@ def pad_keypoints(src_kps: np.ndarray, tgt_kps: np.ndarray, valid: np.ndarray,
     return torch.from_numpy(out_s), torch.from_numpy(out_t), torch.from_numpy(mask)
 
 
-def _crop_box(size: tuple[int, int], kps: np.ndarray, rng: np.random.Generator,
-              scale: float) -> tuple[int, int, int, int]:
+def _crop_box(
+    size: tuple[int, int], kps: np.ndarray, rng: np.random.Generator, scale: float
+) -> tuple[int, int, int, int]:
     """A random (x0, y0, x1, y1) crop of an (H, W) image removing at most `scale` of each side, keeping `kps`."""
     h, w = size
     kps = kps[np.isfinite(kps).all(1)]
-    lo_x, lo_y = (kps.min(0) if len(kps) else (w, h))
-    hi_x, hi_y = (kps.max(0) + 1 if len(kps) else (0, 0))
+    lo_x, lo_y = kps.min(0) if len(kps) else (w, h)
+    hi_x, hi_y = kps.max(0) + 1 if len(kps) else (0, 0)
     x0 = int(rng.uniform(0, max(0.0, min(scale * w, lo_x))))
     y0 = int(rng.uniform(0, max(0.0, min(scale * h, lo_y))))
     x1 = w - int(rng.uniform(0, max(0.0, min(scale * w, w - hi_x))))
@@ -141,8 +143,9 @@ class CsvPairs:
 
     name = "custom csv"
 
-    def __init__(self, csv_path: str | Path, image_root: str | Path | None = None,
-                 flip_perm: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, csv_path: str | Path, image_root: str | Path | None = None, flip_perm: Sequence[int] | None = None
+    ) -> None:
         from mmnet.data import PairRecord
 
         self.csv_path = Path(csv_path).expanduser()
@@ -156,8 +159,9 @@ class CsvPairs:
                 try:
                     xa, ya, xb, yb = (self._floats(row[k]) for k in ("XA", "YA", "XB", "YB"))
                 except KeyError as exc:
-                    raise DatasetError(f"{self.csv_path}: missing column {exc}; need source_image,"
-                                       "target_image,XA,YA,XB,YB") from None
+                    raise DatasetError(
+                        f"{self.csv_path}: missing column {exc}; need source_image,target_image,XA,YA,XB,YB"
+                    ) from None
                 if not len(xa) == len(ya) == len(xb) == len(yb):
                     raise DatasetError(f"{self.csv_path}:{line_no}: XA, YA, XB, YB have different lengths")
                 src, tgt = root / row["source_image"], root / row["target_image"]
@@ -167,13 +171,22 @@ class CsvPairs:
                 src_kps, tgt_kps = np.stack([xa, ya], 1), np.stack([xb, yb], 1)
                 valid = np.isfinite(src_kps).all(1) & np.isfinite(tgt_kps).all(1)
                 flip = row.get("flip", "0").strip() in {"1", "true", "True"}
-                self._records.append(PairRecord(src, tgt, src_kps, tgt_kps, valid, flip=flip,
-                                                src_size=image_size(src), tgt_size=image_size(tgt)))
+                self._records.append(
+                    PairRecord(
+                        src, tgt, src_kps, tgt_kps, valid, flip=flip, src_size=image_size(src), tgt_size=image_size(tgt)
+                    )
+                )
 
     @staticmethod
     def _floats(text: str) -> np.ndarray:
-        return np.array([float(v) if v.strip() and v.strip().lower() != "nan" else np.nan
-                         for v in text.split(";")], dtype=np.float32) if text.strip() else np.zeros(0, np.float32)
+        return (
+            np.array(
+                [float(v) if v.strip() and v.strip().lower() != "nan" else np.nan for v in text.split(";")],
+                dtype=np.float32,
+            )
+            if text.strip()
+            else np.zeros(0, np.float32)
+        )
 
     def __len__(self) -> int:
         return len(self._records)
@@ -204,9 +217,16 @@ class SupervisedPairs:
     `prepare` (`size`, aspect ignored) with its keypoints scaled, and padded to `max_kps` keypoints.
     """
 
-    def __init__(self, dataset: Any, size: Sequence[int] = (224, 320), mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.5, 0.5, 0.5), max_kps: int = 20, augment: Augment | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        size: Sequence[int] = (224, 320),
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        max_kps: int = 20,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
         self.preprocess = preprocess_config(size, mean, std)
         self.max_kps = check_max_kps("max_kps", max_kps)
         if len(dataset) == 0:
@@ -253,8 +273,9 @@ class MixedPairs:
     with probability ``weights[j]`` and uses a random index of it, both drawn from ``(seed, epoch, i)``.
     """
 
-    def __init__(self, sources: Sequence[PairSource], weights: Sequence[float], length: int | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, sources: Sequence[PairSource], weights: Sequence[float], length: int | None = None, seed: int = 0
+    ) -> None:
         if len(sources) != len(weights) or not sources:
             raise InputError("MixedPairs needs one weight per source")
         w = np.asarray(weights, dtype=np.float64)

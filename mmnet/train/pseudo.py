@@ -69,8 +69,11 @@ def category_photos(root: str | Path) -> dict[str, list[Path]]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"photo folder not found: {root}")
-    photos = {d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-              for d in sorted(root.iterdir()) if d.is_dir()}
+    photos = {
+        d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+    }
     photos = {k: v for k, v in photos.items() if len(v) >= 2}
     if not photos:
         raise DatasetError(f"{root} holds no category folders with at least two photos")
@@ -105,9 +108,15 @@ def inside_margin(points: torch.Tensor, size: Sequence[int], margin: float) -> t
     return ((points >= low) & (points <= high)).all(dim=1)
 
 
-def consistent_matches(teacher: _Teacher, source: Any, target: Any, points: torch.Tensor, source_size: Sequence[int],
-                       config: PseudoLabelConfig, target_size: Sequence[int] | None = None,
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def consistent_matches(
+    teacher: _Teacher,
+    source: Any,
+    target: Any,
+    points: torch.Tensor,
+    source_size: Sequence[int],
+    config: PseudoLabelConfig,
+    target_size: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The points of `source` whose teacher match in `target` maps back within the cycle tolerance, scores at
     least `min_score` and (with `target_size`) lands at least `margin` inside the target.
 
@@ -129,8 +138,13 @@ def _joined(values: torch.Tensor, digits: int = 1) -> str:
     return ";".join(f"{v:.{digits}f}" for v in values.tolist())
 
 
-def pseudo_label(teacher: _Teacher, root: str | Path, out_csv: str | Path, config: PseudoLabelConfig | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def pseudo_label(
+    teacher: _Teacher,
+    root: str | Path,
+    out_csv: str | Path,
+    config: PseudoLabelConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write the pseudo-labelled pairs of the category folders under `root` to `out_csv` (paths relative to
     `root`); returns counts (pairs tried / kept, points kept). Coordinates are in the EXIF-oriented frame the
     teacher reads (`load_image`), the frame `CsvPairs` expects."""
@@ -147,9 +161,17 @@ def pseudo_label(teacher: _Teacher, root: str | Path, out_csv: str | Path, confi
         if len(a) < config.min_points:
             continue
         points_kept += len(a)
-        rows.append({"source_image": src.relative_to(root).as_posix(), "target_image": tgt.relative_to(root).as_posix(),
-                     "XA": _joined(a[:, 0]), "YA": _joined(a[:, 1]), "XB": _joined(b[:, 0]), "YB": _joined(b[:, 1]),
-                     "score": _joined(scores, 3)})
+        rows.append(
+            {
+                "source_image": src.relative_to(root).as_posix(),
+                "target_image": tgt.relative_to(root).as_posix(),
+                "XA": _joined(a[:, 0]),
+                "YA": _joined(a[:, 1]),
+                "XB": _joined(b[:, 0]),
+                "YB": _joined(b[:, 1]),
+                "score": _joined(scores, 3),
+            }
+        )
     out_csv = Path(out_csv).expanduser()
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as fh:
@@ -169,8 +191,10 @@ def refilter(in_csv: str | Path, root: str | Path, out_csv: str | Path, config: 
         rows = list(csv.DictReader(fh))
     out, points_kept = [], 0
     for row in rows:
-        a, b = (torch.tensor(np.stack([np.array(row[x].split(";"), float), np.array(row[y].split(";"), float)], 1))
-                for x, y in (("XA", "YA"), ("XB", "YB")))
+        a, b = (
+            torch.tensor(np.stack([np.array(row[x].split(";"), float), np.array(row[y].split(";"), float)], 1))
+            for x, y in (("XA", "YA"), ("XB", "YB"))
+        )
         scores = torch.tensor(np.array(row["score"].split(";"), float))
         sizes = [image_size(root / row[name]) for name in ("source_image", "target_image")]
         keep = (scores >= config.min_score) & inside_margin(a, sizes[0], config.margin)
@@ -180,8 +204,16 @@ def refilter(in_csv: str | Path, root: str | Path, out_csv: str | Path, config: 
         if len(a) < config.min_points:
             continue
         points_kept += len(a)
-        out.append({**row, "XA": _joined(a[:, 0]), "YA": _joined(a[:, 1]), "XB": _joined(b[:, 0]),
-                    "YB": _joined(b[:, 1]), "score": _joined(scores, 3)})
+        out.append(
+            {
+                **row,
+                "XA": _joined(a[:, 0]),
+                "YA": _joined(a[:, 1]),
+                "XB": _joined(b[:, 0]),
+                "YB": _joined(b[:, 1]),
+                "score": _joined(scores, 3),
+            }
+        )
     with open(out_csv, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["source_image"])
         writer.writeheader()
@@ -190,14 +222,19 @@ def refilter(in_csv: str | Path, root: str | Path, out_csv: str | Path, config: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mmnet.train.pseudo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m mmnet.train.pseudo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--photos", required=True, help="folder of category folders (relative: under --data-root)")
     p.add_argument("--data-root", help="default $MMNET_DATA or ../shared/data")
     p.add_argument("--teacher", default="scot_efficientnet_lite2", help="any name mmnet.create_matcher knows")
     p.add_argument("--out", required=True, help="csv to write")
-    p.add_argument("--refilter", metavar="CSV", help="instead of running the teacher, apply --min-score, --margin, "
-                   "--max-points and --min-points to this csv written earlier")
+    p.add_argument(
+        "--refilter",
+        metavar="CSV",
+        help="instead of running the teacher, apply --min-score, --margin, "
+        "--max-points and --min-points to this csv written earlier",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--device", default="cpu")
     for name, default in asdict(PseudoLabelConfig()).items():
@@ -213,8 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import mmnet
 
         config = PseudoLabelConfig(**{k: getattr(args, k) for k in asdict(PseudoLabelConfig())})
-        root = Path(args.photos) if Path(args.photos).is_dir() else \
-            (Path(args.data_root) if args.data_root else default_data_root()) / args.photos
+        root = (
+            Path(args.photos)
+            if Path(args.photos).is_dir()
+            else (Path(args.data_root) if args.data_root else default_data_root()) / args.photos
+        )
         if args.refilter:
             stats = refilter(args.refilter, root, args.out, config)
         else:

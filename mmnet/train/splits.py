@@ -24,8 +24,9 @@ def _class_of(row: dict[str, str]) -> str:
     return row.get("source_class") or Path(row["source_image"]).parent.as_posix()
 
 
-def carve_validation(pairs_csv: str | Path, out_dir: str | Path, fraction: float = 0.15,
-                     seed: int = 0) -> tuple[Path, Path]:
+def carve_validation(
+    pairs_csv: str | Path, out_dir: str | Path, fraction: float = 0.15, seed: int = 0
+) -> tuple[Path, Path]:
     """Split `pairs_csv` into ``<stem>_train.csv`` and ``<stem>_val.csv`` in `out_dir`; returns their paths."""
     if not 0 < fraction < 1:
         raise InputError(f"fraction must be in (0, 1), got {fraction!r}")
@@ -45,8 +46,10 @@ def carve_validation(pairs_csv: str | Path, out_dir: str | Path, fraction: float
     for cls in sorted(images_by_class):
         images = sorted(images_by_class[cls])
         held_out.update(rng.choice(images, size=max(1, round(fraction * len(images))), replace=False).tolist())
-    split = {"train": [r for r in rows if r["source_image"] not in held_out and r["target_image"] not in held_out],
-             "val": [r for r in rows if r["source_image"] in held_out and r["target_image"] in held_out]}
+    split = {
+        "train": [r for r in rows if r["source_image"] not in held_out and r["target_image"] not in held_out],
+        "val": [r for r in rows if r["source_image"] in held_out and r["target_image"] in held_out],
+    }
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -61,8 +64,9 @@ def carve_validation(pairs_csv: str | Path, out_dir: str | Path, fraction: float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mmnet.train.splits", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m mmnet.train.splits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("pairs", help="training pair list (csv with source_image,target_image[,source_class])")
     p.add_argument("--out", required=True, help="folder for <stem>_train.csv and <stem>_val.csv")
     p.add_argument("--fraction", type=float, default=0.15, help="fraction of each class's images held out")

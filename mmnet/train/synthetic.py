@@ -84,7 +84,7 @@ class ThinPlateSpline:
         p = points.double()
         k = _tps_kernel(((p[..., None, :] - self.ctrl) ** 2).sum(-1))
         m = len(self.ctrl)
-        out = k @ self.coef[:m] + self.coef[m] + p @ self.coef[m + 1:]
+        out = k @ self.coef[:m] + self.coef[m] + p @ self.coef[m + 1 :]
         return out.to(points.dtype)
 
 
@@ -127,12 +127,12 @@ class RandomWarp:
     def warp_image(self, image: torch.Tensor) -> torch.Tensor:
         """Source (C, H, W) -> target (C, H, W); pixels whose preimage is outside the source are 0."""
         h, w = self.size
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                                indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+        )
         src = self(torch.stack([xs, ys], -1))
         grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], -1).float()
-        return F.grid_sample(image[None], grid[None], mode="bilinear", padding_mode="zeros",
-                             align_corners=False)[0]
+        return F.grid_sample(image[None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
 def list_images(folders: Sequence[str | Path]) -> list[Path]:
@@ -157,9 +157,17 @@ class SyntheticPairs:
     with `prepare`'s steps (`resize`, then `normalise` after the warp and the colour jitter).
     """
 
-    def __init__(self, folders: Sequence[str | Path] | str | Path, size: Sequence[int] = (224, 320),
-                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                 n_points: int = 20, min_points: int = 4, warp: WarpConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        folders: Sequence[str | Path] | str | Path,
+        size: Sequence[int] = (224, 320),
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        n_points: int = 20,
+        min_points: int = 4,
+        warp: WarpConfig | None = None,
+        seed: int = 0,
+    ) -> None:
         self.preprocess = preprocess_config(size, mean, std)
         self.n_points = check_max_kps("n_points", n_points)
         self.min_points = check_int("min_points", min_points, min=0)
@@ -183,10 +191,11 @@ class SyntheticPairs:
         area = rng.uniform(*self.warp.crop)
         cw, ch = int(width * math.sqrt(area)), int(height * math.sqrt(area))
         x0, y0 = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
-        return resize(image[None, :, y0:y0 + ch, x0:x0 + cw], self.size, self.preprocess.antialias)[0]
+        return resize(image[None, :, y0 : y0 + ch, x0 : x0 + cw], self.size, self.preprocess.antialias)[0]
 
-    def sample_pair(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor,
-                                                                         torch.Tensor, torch.Tensor, RandomWarp]:
+    def sample_pair(
+        self, index: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RandomWarp]:
         """(source image, warped image in [0, 1], source points, warped points, warp) before jitter/swap."""
         image = self.base_image(index, rng)
         h, w = self.size
@@ -194,8 +203,7 @@ class SyntheticPairs:
             warp = RandomWarp.sample(self.size, rng, self.warp)
             tgt_pts = torch.from_numpy(rng.uniform([0, 0], [w - 1, h - 1], (self.n_points, 2))).float()
             src_pts = warp(tgt_pts)
-            inside = ((src_pts[:, 0] >= 0) & (src_pts[:, 0] <= w - 1) & (src_pts[:, 1] >= 0)
-                      & (src_pts[:, 1] <= h - 1))
+            inside = (src_pts[:, 0] >= 0) & (src_pts[:, 0] <= w - 1) & (src_pts[:, 1] >= 0) & (src_pts[:, 1] <= h - 1)
             if int(inside.sum()) >= self.min_points:
                 break
         return image, warp.warp_image(image), src_pts[inside], tgt_pts[inside], warp

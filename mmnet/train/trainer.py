@@ -116,6 +116,7 @@ class TrainConfig:
 
 # -- distributed helpers --------------------------------------------------------------------------------------
 
+
 def dist_info() -> tuple[int, int]:
     """(rank, world size); (0, 1) when torch.distributed is not initialised."""
     if dist.is_available() and dist.is_initialized():
@@ -134,6 +135,7 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
 
 
 # -- parameter groups ------------------------------------------------------------------------------------------
+
 
 def backbone_trainable_prefixes(model: nn.Module, mode: str) -> list[str]:
     """Parameter-name prefixes of the backbone blocks that train under `mode`."""
@@ -175,9 +177,15 @@ def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     out = []
     for (is_backbone, no_decay), params in sorted(groups.items()):
         lr = config.lr * (config.backbone_lr_mult if is_backbone else 1.0)
-        out.append({"params": params, "lr": lr, "initial_lr": lr,
-                    "weight_decay": 0.0 if no_decay else config.weight_decay,
-                    "name": ("backbone" if is_backbone else "head") + ("_no_decay" if no_decay else "")})
+        out.append(
+            {
+                "params": params,
+                "lr": lr,
+                "initial_lr": lr,
+                "weight_decay": 0.0 if no_decay else config.weight_decay,
+                "name": ("backbone" if is_backbone else "head") + ("_no_decay" if no_decay else ""),
+            }
+        )
     return out
 
 
@@ -204,6 +212,7 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 # -- data order ------------------------------------------------------------------------------------------------
 
+
 class _EpochOrder(torch.utils.data.Sampler[int]):
     """This rank's share of the permutation of epoch `epoch`, from sample `start` on."""
 
@@ -211,7 +220,7 @@ class _EpochOrder(torch.utils.data.Sampler[int]):
         g = torch.Generator().manual_seed(seed * 100003 + epoch)
         perm = torch.randperm(n, generator=g).tolist()
         per_rank = n // world
-        self.indices = perm[rank * per_rank:(rank + 1) * per_rank][start:]
+        self.indices = perm[rank * per_rank : (rank + 1) * per_rank][start:]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -233,6 +242,7 @@ class _AsDataset(Dataset):
 
 # -- RNG state -------------------------------------------------------------------------------------------------
 
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -242,8 +252,11 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict[str, Any]:
     """Every RNG state as tensors and plain Python values, so a checkpoint loads with ``weights_only=True``."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                      cached], "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -273,9 +286,11 @@ def load_training_checkpoint(path: str | Path, device: str | torch.device = "cpu
         raise CheckpointError(
             f"cannot resume from {path}: it is not a training checkpoint of tensors and plain values "
             f"({type(exc).__name__}). mmnet never unpickles arbitrary objects; delete the file or pass "
-            "--resume none to start over") from exc
-    missing = {"model", "optimizer", "scheduler", "scaler", "step", "rng"} - set(state if isinstance(state, dict)
-                                                                                else ())
+            "--resume none to start over"
+        ) from exc
+    missing = {"model", "optimizer", "scheduler", "scaler", "step", "rng"} - set(
+        state if isinstance(state, dict) else ()
+    )
     if missing:
         raise CheckpointError(f"{path} is not an mmnet training checkpoint: missing {sorted(missing)}")
     return state
@@ -318,9 +333,16 @@ class Trainer:
     `checkpoint_every` steps and at the end) and ``best/`` (the best validation's weights, when validating).
     """
 
-    def __init__(self, model: nn.Module, data: PairSource, config: TrainConfig, out_dir: str | Path,
-                 validate: Validator | None = None, device: str | torch.device | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: PairSource,
+        config: TrainConfig,
+        out_dir: str | Path,
+        validate: Validator | None = None,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+    ) -> None:
         self.config, self.out_dir, self.validate, self.progress = config, Path(out_dir), validate, progress
         self.rank, self.world = dist_info()
         self.family: TrainFamily = family_of(model)
@@ -335,10 +357,12 @@ class Trainer:
         self.loss_module: nn.Module = self.objective
         if self.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, config), last_epoch=-1)
+            self.optimizer, lambda s: lr_factor(s, config), last_epoch=-1
+        )
         use_amp = self.device.type == "cuda" and config.amp != "off"
         self.amp_dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
         self.amp = use_amp
@@ -348,17 +372,25 @@ class Trainer:
         self.per_rank = len(data) // self.world
         self.batches_per_epoch = self.per_rank // config.batch_size
         if self.batches_per_epoch == 0:
-            raise InputError(f"{len(data)} training pairs are too few for batch size {config.batch_size} "
-                             f"on {self.world} process(es)")
+            raise InputError(
+                f"{len(data)} training pairs are too few for batch size {config.batch_size} on {self.world} process(es)"
+            )
         seed_everything(config.seed + self.rank)
 
     # -- checkpoints --
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                "best": self.best, "rng": rng_state(), "config": self.config.to_dict(),
-                "model_config": self.model.config.to_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "best": self.best,
+            "rng": rng_state(),
+            "config": self.config.to_dict(),
+            "model_config": self.model.config.to_dict(),
+        }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write the resume checkpoint atomically (rank 0 only)."""
@@ -389,14 +421,19 @@ class Trainer:
         while True:
             epoch, offset = divmod(position, self.batches_per_epoch)
             self.data.set_epoch(epoch)
-            sampler = _EpochOrder(len(self.data), cfg.seed, epoch, self.rank, self.world,
-                                  start=offset * cfg.batch_size)
+            sampler = _EpochOrder(len(self.data), cfg.seed, epoch, self.rank, self.world, start=offset * cfg.batch_size)
             # the loader's own generator: creating it must not draw from the global torch RNG, which random
             # layers (dropout, LPMFlow's token replacement) use and the checkpoint restores
-            loader = DataLoader(_AsDataset(self.data), batch_size=cfg.batch_size, sampler=sampler,
-                                num_workers=cfg.num_workers, collate_fn=collate, drop_last=True,
-                                pin_memory=self.device.type == "cuda",
-                                generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch + self.rank))
+            loader = DataLoader(
+                _AsDataset(self.data),
+                batch_size=cfg.batch_size,
+                sampler=sampler,
+                num_workers=cfg.num_workers,
+                collate_fn=collate,
+                drop_last=True,
+                pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch + self.rank),
+            )
             for batch in loader:
                 position += 1
                 yield batch
@@ -412,8 +449,7 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
         with context:
             with autocast:
-                loss = self.loss_module(batch["src"], batch["tgt"], batch["src_kps"], batch["tgt_kps"],
-                                        batch["valid"])
+                loss = self.loss_module(batch["src"], batch["tgt"], batch["src_kps"], batch["tgt_kps"], batch["valid"])
             self.scaler.scale(loss / self.config.accumulate).backward()
         return float(loss.detach())
 
@@ -462,8 +498,9 @@ class Trainer:
             score = next(iter(metrics.values()))
             if self.best is None or score > self.best:
                 self.best = score
-                self.family.save_weights(self.model, self.out_dir / "best",
-                                         extra={"training": {"step": self.step, "metrics": metrics}})
+                self.family.save_weights(
+                    self.model, self.out_dir / "best", extra={"training": {"step": self.step, "metrics": metrics}}
+                )
         return metrics
 
     def _log_if_due(self, clock: _Clock, metrics: dict[str, float]) -> None:
@@ -472,9 +509,15 @@ class Trainer:
         if self.rank != 0 or not (self.step % cfg.log_every == 0 or metrics or self.step == cfg.steps):
             return
         now = time.perf_counter()
-        row = [self.step, self.step * cfg.accumulate // self.batches_per_epoch, f"{float(np.mean(clock.losses)):.4f}",
-               f"{self.scheduler.get_last_lr()[0]:.3g}", f"{clock.pairs / max(now - clock.window_start, 1e-9):.3f}",
-               f"{now - clock.start:.1f}", json.dumps(metrics) if metrics else ""]
+        row = [
+            self.step,
+            self.step * cfg.accumulate // self.batches_per_epoch,
+            f"{float(np.mean(clock.losses)):.4f}",
+            f"{self.scheduler.get_last_lr()[0]:.3g}",
+            f"{clock.pairs / max(now - clock.window_start, 1e-9):.3f}",
+            f"{now - clock.start:.1f}",
+            json.dumps(metrics) if metrics else "",
+        ]
         with open(self.out_dir / "log.csv", "a", newline="") as fh:
             csv.writer(fh).writerow(row)
         clock.next_window(now)
@@ -483,7 +526,8 @@ class Trainer:
         """Save ``last.pt`` when due (steps or minutes), out of time or at `end`; True when out of time."""
         cfg = self.config
         due = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (
-            cfg.checkpoint_minutes and time.perf_counter() - clock.last_checkpoint > 60 * cfg.checkpoint_minutes)
+            cfg.checkpoint_minutes and time.perf_counter() - clock.last_checkpoint > 60 * cfg.checkpoint_minutes
+        )
         out_of_time = bool(cfg.max_minutes) and time.perf_counter() - clock.start > 60 * cfg.max_minutes
         if due or out_of_time or self.step == end:
             self.save_checkpoint()
@@ -503,16 +547,30 @@ class Trainer:
             resume = self.out_dir / "last.pt" if (self.out_dir / "last.pt").is_file() else None
         if resume is not None:
             self.load_checkpoint(resume)
-            self._say(f"resuming from {resume} at step {self.step} of {cfg.steps} (to start over instead: "
-                      "--resume none, or fit(resume=None) with another out_dir)")
+            self._say(
+                f"resuming from {resume} at step {self.step} of {cfg.steps} (to start over instead: "
+                "--resume none, or fit(resume=None) with another out_dir)"
+            )
         if cfg.warmup > cfg.steps:
-            self._say(f"warning: warmup ({cfg.warmup} steps) is longer than the run ({cfg.steps} steps): the "
-                      f"learning rate only reaches {cfg.steps / cfg.warmup:.2g} x lr and never decays; lower "
-                      "--warmup or raise --steps")
+            self._say(
+                f"warning: warmup ({cfg.warmup} steps) is longer than the run ({cfg.steps} steps): the "
+                f"learning rate only reaches {cfg.steps / cfg.warmup:.2g} x lr and never decays; lower "
+                "--warmup or raise --steps"
+            )
         if self.rank == 0:
-            (self.out_dir / "config.json").write_text(json.dumps(
-                {"train": cfg.to_dict(), "architecture": self.model.architecture,
-                 "model": self.model.config.to_dict(), "world_size": self.world}, indent=2, default=str) + "\n")
+            (self.out_dir / "config.json").write_text(
+                json.dumps(
+                    {
+                        "train": cfg.to_dict(),
+                        "architecture": self.model.architecture,
+                        "model": self.model.config.to_dict(),
+                        "world_size": self.world,
+                    },
+                    indent=2,
+                    default=str,
+                )
+                + "\n"
+            )
             log_path = self.out_dir / "log.csv"
             if not log_path.exists():
                 with open(log_path, "w", newline="") as fh:
@@ -525,8 +583,13 @@ class Trainer:
         self._start(resume)
         end = self.config.steps if stop_at is None else min(stop_at, self.config.steps)
         batches, clock = self._batches(), _Clock()
-        bar = tqdm(total=self.config.steps, initial=self.step, disable=not self.progress or self.rank != 0,
-                   desc="train", unit="step")
+        bar = tqdm(
+            total=self.config.steps,
+            initial=self.step,
+            disable=not self.progress or self.rank != 0,
+            desc="train",
+            unit="step",
+        )
         while self.step < end:
             loss, pairs = self.train_step(batches)
             clock.add(loss, pairs)

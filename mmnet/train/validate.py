@@ -8,8 +8,14 @@ from typing import Any
 from torch import nn
 
 
-def pck_validator(dataset: Any, alpha: float = 0.1, limit: int | None = 100, threshold: str | None = None,
-                  alphas: Sequence[float] = (0.05, 0.1, 0.15), **matcher_kwargs: Any):
+def pck_validator(
+    dataset: Any,
+    alpha: float = 0.1,
+    limit: int | None = 100,
+    threshold: str | None = None,
+    alphas: Sequence[float] = (0.05, 0.1, 0.15),
+    **matcher_kwargs: Any,
+):
     """A `Trainer` validator: ``model -> {"pck@alpha": ..., "pck@a": ...}`` on the first `limit` pairs of
     `dataset` (an `mmnet.data` dataset) with `mmnet.eval.evaluate` and the model's matcher (`Matcher` for
     MMNet, `CatsMatcher`, `LpmflowMatcher`; `matcher_kwargs` go to it) around the model (per-pair mean, the
@@ -32,8 +38,9 @@ def pck_validator(dataset: Any, alpha: float = 0.1, limit: int | None = 100, thr
     def validate(model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         matcher = family_of(model).make_matcher(model, device=device, **matcher_kwargs)
-        result = evaluate(matcher, dataset, alphas=alphas, threshold=threshold, progress=False, limit=limit,
-                          name="validation")
+        result = evaluate(
+            matcher, dataset, alphas=alphas, threshold=threshold, progress=False, limit=limit, name="validation"
+        )
         values = result.pck(alphas)
         return {f"pck@{a:g}": round(float(v), 3) for a, v in zip(alphas, values, strict=True)}
 

@@ -7,5 +7,14 @@ from ._pretrained import PretrainedCfg
 from ._registry import get_pretrained_cfg, list_models, register_model, register_pretrained
 from .hub import save_pretrained
 
-__all__ = ["PretrainedCfg", "create_matcher", "create_model", "from_pretrained", "get_pretrained_cfg",
-           "list_models", "register_model", "register_pretrained", "save_pretrained"]
+__all__ = [
+    "PretrainedCfg",
+    "create_matcher",
+    "create_model",
+    "from_pretrained",
+    "get_pretrained_cfg",
+    "list_models",
+    "register_model",
+    "register_pretrained",
+    "save_pretrained",
+]

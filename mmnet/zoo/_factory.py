@@ -20,12 +20,18 @@ def _source(name_or_path: str | Path) -> Source | str | Path:
     return name_or_path
 
 
-def resolve_files(name_or_path: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
-                  local_files_only: bool = False) -> tuple[Path, Path, str | None]:
+def resolve_files(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> tuple[Path, Path, str | None]:
     """(config.json, model.safetensors, expected sha256 or None) of a registered name, folder, file or hub id,
     downloaded into the hub cache when needed."""
-    return hub.resolve_files(_source(name_or_path), revision=revision, cache_dir=cache_dir,
-                             local_files_only=local_files_only)
+    return hub.resolve_files(
+        _source(name_or_path), revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> Any:
@@ -39,8 +45,9 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> Any:
     """
     entry = get_model_entry(name)
     if entry.model is None:
-        raise UnknownModelError(f"{name!r} is a training-free matcher with no network to train; use "
-                                f"mmnet.create_matcher({name!r})")
+        raise UnknownModelError(
+            f"{name!r} is a training-free matcher with no network to train; use mmnet.create_matcher({name!r})"
+        )
     return resolve_factory(entry.model)(name, pretrained=pretrained, **kwargs)
 
 
@@ -61,8 +68,13 @@ def create_matcher(name_or_path: str | Path, pretrained: bool = True, **kwargs: 
     return resolve_factory(get_model_entry(arch).matcher)(name_or_path, pretrained=pretrained, **kwargs)
 
 
-def from_pretrained(name_or_path: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
-                    local_files_only: bool = False) -> MMNet:
+def from_pretrained(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> MMNet:
     """Load an MMNet from a registered name (``arch.tag``), a hub repo id, a folder or a safetensors file.
 
     The model comes back in eval mode on the CPU, with its `preprocess` (and recommended `readout`) from the

@@ -49,8 +49,7 @@ _MODELS: list[ModelEntry] = []
 _PRETRAINED: dict[str, PretrainedCfg] = {}
 
 
-def register_model(name: str, *, matcher: Factory, model: Factory | None = None,
-                   description: str = "") -> ModelEntry:
+def register_model(name: str, *, matcher: Factory, model: Factory | None = None, description: str = "") -> ModelEntry:
     """Register one architecture (``{backbone}`` in `name`: one per backbone); see `ModelEntry` for the factories."""
     entry = ModelEntry(name, matcher, model, description)
     _MODELS[:] = [e for e in _MODELS if e.name != name] + [entry]
@@ -96,12 +95,15 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
         tags = [n for n in sorted(_PRETRAINED) if n.startswith(name + ".")]
         if not tags:
             get_model_entry(name)
-            raise UnknownModelError(f"no pretrained weights are registered for {name!r}; registered weights: "
-                                    f"{', '.join(sorted(_PRETRAINED)) or 'none'}")
+            raise UnknownModelError(
+                f"no pretrained weights are registered for {name!r}; registered weights: "
+                f"{', '.join(sorted(_PRETRAINED)) or 'none'}"
+            )
         name = tags[0]
     if name not in _PRETRAINED:
-        raise UnknownModelError(f"unknown pretrained weights {name!r}; registered: "
-                                f"{', '.join(sorted(_PRETRAINED)) or 'none'}")
+        raise UnknownModelError(
+            f"unknown pretrained weights {name!r}; registered: {', '.join(sorted(_PRETRAINED)) or 'none'}"
+        )
     return _PRETRAINED[name]
 
 

@@ -49,8 +49,14 @@ def _write_atomic(path: Path, write: Any) -> None:
         raise
 
 
-def save_pretrained(model: MMNet, directory: str | Path, *, dtype: torch.dtype = torch.float32,
-                    readout: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_pretrained(
+    model: MMNet,
+    directory: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    readout: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model.safetensors`` (floats stored as `dtype`) and ``config.json`` into `directory`.
 
     `readout` records the recommended `Matcher` settings (default: the model's own, so a load -> save round
@@ -60,8 +66,10 @@ def save_pretrained(model: MMNet, directory: str | Path, *, dtype: torch.dtype =
     if not isinstance(model, MMNet):
         raise InputError(f"model must be an MMNet, got {describe(model)}")
     if getattr(model, "folded", False):
-        raise InputError("this MMNet has its BatchNorm folded for inference (Matcher.create / fold_batchnorm): "
-                         "save the checkpoint it was loaded from instead")
+        raise InputError(
+            "this MMNet has its BatchNorm folded for inference (Matcher.create / fold_batchnorm): "
+            "save the checkpoint it was loaded from instead"
+        )
     if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise InputError(f"dtype must be a floating torch dtype (torch.float32, float16, bfloat16), got {dtype!r}")
     readout = dict(getattr(model, "readout", {}) or {}) if readout is None else dict(readout)
@@ -75,8 +83,10 @@ def save_pretrained(model: MMNet, directory: str | Path, *, dtype: torch.dtype =
     if directory.exists() and not directory.is_dir():
         raise InputError(f"directory {str(directory)!r} is a file, not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     check_weights(state, "the model")
     config = {
         "architecture": model.architecture,
@@ -87,24 +97,32 @@ def save_pretrained(model: MMNet, directory: str | Path, *, dtype: torch.dtype =
         **(extra or {}),
     }
     text = json.dumps(config, indent=2) + "\n"
-    _write_atomic(directory / WEIGHTS_NAME,
-                  lambda p: save_file(state, p, metadata={"format": "pt", "mmnet_version": __version__}))
+    _write_atomic(
+        directory / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt", "mmnet_version": __version__})
+    )
     _write_atomic(directory / CONFIG_NAME, lambda p: p.write_text(text))
     return directory
 
 
-def check_weights(state: dict[str, torch.Tensor], origin: str,
-                  expected: dict[str, torch.Tensor] | None = None) -> None:
+def check_weights(state: dict[str, torch.Tensor], origin: str, expected: dict[str, torch.Tensor] | None = None) -> None:
     """Every floating tensor finite; where `expected` is floating, the stored tensor is floating too."""
     for key, value in state.items():
-        if expected is not None and key in expected and expected[key].is_floating_point() \
-                and not value.is_floating_point():
-            raise CheckpointError(f"{origin}: tensor {key!r} is stored as {str(value.dtype).removeprefix('torch.')}"
-                                  ", but the model needs floating-point weights")
+        if (
+            expected is not None
+            and key in expected
+            and expected[key].is_floating_point()
+            and not value.is_floating_point()
+        ):
+            raise CheckpointError(
+                f"{origin}: tensor {key!r} is stored as {str(value.dtype).removeprefix('torch.')}"
+                ", but the model needs floating-point weights"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(f"{origin}: tensor {key!r} holds {bad} NaN or infinite value(s); the checkpoint "
-                                  "is damaged (or training diverged)")
+            raise CheckpointError(
+                f"{origin}: tensor {key!r} holds {bad} NaN or infinite value(s); the checkpoint "
+                "is damaged (or training diverged)"
+            )
 
 
 @dataclass(frozen=True)
@@ -137,8 +155,9 @@ def source_of(cfg: PretrainedCfg, name: str) -> Source:
     if cfg.local_dir is not None and (local := released_dir(cfg.local_dir)).exists():
         return Source(local=local, sha256=cfg.sha256)
     if cfg.hub_id is None:
-        raise WeightsNotFoundError(f"{name}: the registered weights are not on disk and have no hub id "
-                                   f"({cfg.notes or 'see docs/'})")
+        raise WeightsNotFoundError(
+            f"{name}: the registered weights are not on disk and have no hub id ({cfg.notes or 'see docs/'})"
+        )
     return Source(hub_id=cfg.hub_id, revision=cfg.revision, sha256=cfg.sha256)
 
 
@@ -149,30 +168,43 @@ def parse_source(path_or_id: str | Path) -> Source:
         return Source(local=path)
     name = str(path_or_id)
     if name.startswith(HUB_PREFIX):
-        return Source(hub_id=name[len(HUB_PREFIX):])
+        return Source(hub_id=name[len(HUB_PREFIX) :])
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return Source(hub_id=name)
-    raise UnknownModelError(f"{name!r} is neither a file, a folder, a registered model nor a hub repo id "
-                            "('org/name' or 'hf-hub:org/name')")
+    raise UnknownModelError(
+        f"{name!r} is neither a file, a folder, a registered model nor a hub repo id ('org/name' or 'hf-hub:org/name')"
+    )
 
 
 def _download(source: Source, filename: str, cache_dir: str | Path | None, local_files_only: bool) -> Path:
     offline = _offline(local_files_only)
     try:
-        return Path(hf_hub_download(source.hub_id or "", filename, revision=source.revision, cache_dir=cache_dir,
-                                    local_files_only=offline))
+        return Path(
+            hf_hub_download(
+                source.hub_id or "", filename, revision=source.revision, cache_dir=cache_dir, local_files_only=offline
+            )
+        )
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, HTTP, OS)
         where = f"{source.hub_id}@{source.revision or 'main'}/{filename}"
-        mode = "offline mode (HF_HUB_OFFLINE or local_files_only) is on and it is not in the cache" if offline \
+        mode = (
+            "offline mode (HF_HUB_OFFLINE or local_files_only) is on and it is not in the cache"
+            if offline
             else f"{type(exc).__name__}: {exc}"
+        )
         raise WeightsNotFoundError(
             f"could not get {where}: {mode}. To fix: (1) run once with network access to fill the cache "
             f"(`mmnet download {source.hub_id}`), (2) copy a filled hub cache and point cache_dir / HF_HUB_CACHE "
-            f"at it, or (3) pass the local folder holding {CONFIG_NAME} and {WEIGHTS_NAME}.") from exc
+            f"at it, or (3) pass the local folder holding {CONFIG_NAME} and {WEIGHTS_NAME}."
+        ) from exc
 
 
-def resolve_files(source: Source | str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
-                  local_files_only: bool = False) -> tuple[Path, Path, str | None]:
+def resolve_files(
+    source: Source | str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> tuple[Path, Path, str | None]:
     """(config.json, model.safetensors, expected sha256 or None) for a `Source`, folder, file or hub id."""
     if not isinstance(source, Source):
         source = parse_source(source)
@@ -182,8 +214,10 @@ def resolve_files(source: Source | str | Path, *, revision: str | None = None, c
         config = folder / CONFIG_NAME
         for needed in (config, weights):
             if not needed.is_file():
-                raise WeightsNotFoundError(f"{needed} is missing: a checkpoint folder holds {CONFIG_NAME} and "
-                                           f"{WEIGHTS_NAME} (written by mmnet.save_pretrained)")
+                raise WeightsNotFoundError(
+                    f"{needed} is missing: a checkpoint folder holds {CONFIG_NAME} and "
+                    f"{WEIGHTS_NAME} (written by mmnet.save_pretrained)"
+                )
         return config, weights, source.sha256
     if revision is not None:
         source = Source(hub_id=source.hub_id, revision=revision, sha256=None)
@@ -207,12 +241,12 @@ def read_config(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not an mmnet config ({type(exc).__name__}: {exc})") from exc
     if not isinstance(config, dict) or "model" not in config:
-        raise CheckpointError(f"{path} is not an mmnet config (expected a JSON object with a \"model\" entry)")
+        raise CheckpointError(f'{path} is not an mmnet config (expected a JSON object with a "model" entry)')
     for key in ("model", "preprocess", "readout"):
         if key in config and not isinstance(config[key], dict):
-            raise CheckpointError(f"{path}: \"{key}\" must be a JSON object, got {describe(config[key])}")
+            raise CheckpointError(f'{path}: "{key}" must be a JSON object, got {describe(config[key])}')
     if "architecture" in config and not isinstance(config["architecture"], str):
-        raise CheckpointError(f"{path}: \"architecture\" must be a string, got {describe(config['architecture'])}")
+        raise CheckpointError(f'{path}: "architecture" must be a string, got {describe(config["architecture"])}')
     return config
 
 
@@ -221,28 +255,41 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: s
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{origin} does not fit the model: {len(missing)} missing {missing[:5]}, "
-                              f"{len(unexpected)} unexpected {unexpected[:5]}, "
-                              f"{len(shapes)} with another shape {shapes[:5]}")
+        raise CheckpointError(
+            f"{origin} does not fit the model: {len(missing)} missing {missing[:5]}, "
+            f"{len(unexpected)} unexpected {unexpected[:5]}, "
+            f"{len(shapes)} with another shape {shapes[:5]}"
+        )
     model.load_state_dict(state, strict=True)
 
 
-def load_mmnet(source: Source | str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
-               local_files_only: bool = False) -> MMNet:
+def load_mmnet(
+    source: Source | str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> MMNet:
     """Load an MMNet from a `Source`, a folder, a safetensors file or a hub repo id (`mmnet.from_pretrained` also
     takes registered names).
 
     The model comes back in eval mode on the CPU, with its `preprocess` (and recommended `readout`) from the
     checkpoint's config.json.
     """
-    config_path, weights_path, sha256 = resolve_files(source, revision=revision, cache_dir=cache_dir,
-                                                      local_files_only=local_files_only)
+    config_path, weights_path, sha256 = resolve_files(
+        source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
     if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
-        raise CheckpointError(f"{weights_path} has sha256 {actual}, expected {sha256}: the file is corrupted or "
-                              "not the registered one; delete it and download again")
+        raise CheckpointError(
+            f"{weights_path} has sha256 {actual}, expected {sha256}: the file is corrupted or "
+            "not the registered one; delete it and download again"
+        )
     config = read_config(config_path)
     from ..matching.readouts import ReadoutConfig
 

@@ -47,7 +47,8 @@ def load_namespace(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # pickle raises many types on crafted or truncated input
         raise CheckpointError(
             f"{path} is not a pickled argparse.Namespace of plain values ({type(exc).__name__}: {exc}); mmnet "
-            "never unpickles arbitrary objects") from exc
+            "never unpickles arbitrary objects"
+        ) from exc
     values = vars(obj) if isinstance(obj, argparse.Namespace) else obj
     if not isinstance(values, dict) or not _is_plain(values):
         raise CheckpointError(f"{path} holds {type(obj).__name__}, not an argparse.Namespace of plain values")

@@ -49,5 +49,18 @@ from .hough import cell_centres, hough_votes, transfer_points
 from .ot import SinkhornResult, saliency_masses, sinkhorn
 from .pipeline import ScotScores, hyperpixels, scot_scores
 
-__all__ = ["DEFAULT_LAYERS", "CamHead", "Saliency", "ScotConfig", "ScotScores", "SinkhornResult", "cell_centres",
-           "hough_votes", "hyperpixels", "saliency_masses", "scot_scores", "sinkhorn", "transfer_points"]
+__all__ = [
+    "DEFAULT_LAYERS",
+    "CamHead",
+    "Saliency",
+    "ScotConfig",
+    "ScotScores",
+    "SinkhornResult",
+    "cell_centres",
+    "hough_votes",
+    "hyperpixels",
+    "saliency_masses",
+    "scot_scores",
+    "sinkhorn",
+    "transfer_points",
+]

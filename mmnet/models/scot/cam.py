@@ -23,8 +23,9 @@ class CamHead(nn.Module):
         try:
             load_pretrained_backbone(net, spec, **hub)
         except WeightsNotFoundError as exc:
-            raise WeightsNotFoundError(f"no ImageNet classifier for the CAM of {spec.name}: {exc}; use "
-                                       "saliency='norm' or 'uniform'") from exc
+            raise WeightsNotFoundError(
+                f"no ImageNet classifier for the CAM of {spec.name}: {exc}; use saliency='norm' or 'uniform'"
+            ) from exc
         parts = [m for m in (getattr(net, "conv_head", None), getattr(net, "bn2", None)) if m is not None]
         self.head = nn.Sequential(*parts) if parts else nn.Identity()
         self.classifier: nn.Linear = net.get_classifier()

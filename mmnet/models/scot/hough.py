@@ -21,8 +21,16 @@ def cell_centres(grid: Sequence[int], size: Sequence[int], device: Any = None) -
     return xs, ys
 
 
-def hough_votes(mass: torch.Tensor, src_grid: Sequence[int], tgt_grid: Sequence[int], src_size: Sequence[int],
-                tgt_size: Sequence[int], bins: int = 8192, kernel: int = 7, sigma: float = 1.0) -> torch.Tensor:
+def hough_votes(
+    mass: torch.Tensor,
+    src_grid: Sequence[int],
+    tgt_grid: Sequence[int],
+    src_size: Sequence[int],
+    tgt_size: Sequence[int],
+    bins: int = 8192,
+    kernel: int = 7,
+    sigma: float = 1.0,
+) -> torch.Tensor:
     """Regularised Hough matching: the smoothed offset vote of every match, (M, N) for mass (M, N).
 
     Hyperpixels sit at the cell centres of `src_grid` (hs, ws) over `src_size` (Hs, Ws) and of `tgt_grid` over
@@ -40,16 +48,22 @@ def hough_votes(mass: torch.Tensor, src_grid: Sequence[int], tgt_grid: Sequence[
     bx = ((xt[None] - xs[:, None] + width_s) / side).floor().long().clamp_(0, nx - 1)  # (ws, wt)
     by = ((yt[None] - ys[:, None] + height_s) / side).floor().long().clamp_(0, ny - 1)  # (hs, ht)
     index = (by[:, None, :, None] * nx + bx[None, :, None, :]).reshape(hs * ws, ht * wt)
-    votes = torch.zeros(ny * nx, device=mass.device, dtype=mass.dtype).index_add_(0, index.flatten(),
-                                                                                   mass.flatten())
+    votes = torch.zeros(ny * nx, device=mass.device, dtype=mass.dtype).index_add_(0, index.flatten(), mass.flatten())
     weight = gaussian_kernel(kernel, sigma).to(mass.device, mass.dtype)[None, None]
     smooth = F.conv2d(votes.view(1, 1, ny, nx), weight, padding=kernel // 2).flatten()
     return smooth[index]
 
 
-def transfer_points(points: torch.Tensor, best: torch.Tensor, confidence: torch.Tensor, src_grid: Sequence[int],
-                    tgt_grid: Sequence[int], src_size: Sequence[int], tgt_size: Sequence[int],
-                    box_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+def transfer_points(
+    points: torch.Tensor,
+    best: torch.Tensor,
+    confidence: torch.Tensor,
+    src_grid: Sequence[int],
+    tgt_grid: Sequence[int],
+    src_size: Sequence[int],
+    tgt_size: Sequence[int],
+    box_size: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """HPF/SCOT box-voting transfer of (K, 2) source points (resized source pixels) -> (K, 2) resized target pixels
     and (K,) scores. `best` (M,) is each source hyperpixel's best target index, `confidence` (M,) its score."""
     xs, ys = cell_centres(src_grid, src_size, points.device)

@@ -19,8 +19,15 @@ class SinkhornResult(NamedTuple):
     epsilon: float
 
 
-def sinkhorn(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, epsilon: float = 0.05, iterations: int = 100,
-             tol: float = 1e-3, max_retries: int = 10) -> SinkhornResult:
+def sinkhorn(
+    cost: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    epsilon: float = 0.05,
+    iterations: int = 100,
+    tol: float = 1e-3,
+    max_retries: int = 10,
+) -> SinkhornResult:
     """Entropic OT plan for cost (..., M, N) and marginals a (..., M), b (..., N) (each summing to 1).
 
     Scaling updates ``u = a / K v``, ``v = b / K^T u`` from ``v = 1`` until the L1 error of the row marginal is

@@ -27,13 +27,18 @@ def hyperpixels(features: Sequence[torch.Tensor], layers: Sequence[int]) -> torc
     """Selected maps (B, C_l, h_l, w_l) -> normalised hyperpixel features (B, D, h, w) on the finest selected grid."""
     maps = [F.normalize(features[i].float(), dim=1) for i in layers]
     size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-    maps = [m if m.shape[-2:] == size else F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=True)
-            for m in maps]
+    maps = [
+        m if m.shape[-2:] == size else F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=True)
+        for m in maps
+    ]
     return F.normalize(torch.cat(maps, dim=1), dim=1)
 
 
-def scot_scores(src: tuple[list[torch.Tensor], Any, tuple[int, int]],
-                tgt: tuple[list[torch.Tensor], Any, tuple[int, int]], config: ScotConfig) -> ScotScores:
+def scot_scores(
+    src: tuple[list[torch.Tensor], Any, tuple[int, int]],
+    tgt: tuple[list[torch.Tensor], Any, tuple[int, int]],
+    config: ScotConfig,
+) -> ScotScores:
     """SCOT's final match scores (M, N) for one pair from (flat block outputs, saliency or None, resized size)."""
     hs_feat = hyperpixels(src[0], config.layers)[0]
     ht_feat = hyperpixels(tgt[0], config.layers)[0]

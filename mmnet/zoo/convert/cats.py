@@ -43,26 +43,41 @@ from ..safe_pickle import load_namespace
 from .mmnet import read_official
 
 BACKBONE_PREFIX = "feature_extraction.backbone."
-_BLOCK_NAMES = {"intra_attn": "attn", "intra_norm": "norm1", "intra_mlp": "mlp2", "intra_mlp_norm": "norm4",
-                "inter_attn": "attn_multiscale", "inter_norm": "norm3", "inter_mlp": "mlp", "inter_mlp_norm": "norm2"}
+_BLOCK_NAMES = {
+    "intra_attn": "attn",
+    "intra_norm": "norm1",
+    "intra_mlp": "mlp2",
+    "intra_mlp_norm": "norm4",
+    "inter_attn": "attn_multiscale",
+    "inter_norm": "norm3",
+    "inter_mlp": "mlp",
+    "inter_mlp_norm": "norm2",
+}
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
     (re.compile(r"softargmax\.grid_(x|y)"), lambda m: f"{m[1]}_normal"),
     (re.compile(r"backbone\.body\.(.+)"), lambda m: BACKBONE_PREFIX + m[1]),
     (re.compile(r"proj\.(\d+)\.(\w+)"), lambda m: f"proj.{m[1]}.{m[2]}"),
     (re.compile(r"aggregator\.pos_(x|y)"), lambda m: f"decoder.pos_embed_{m[1]}"),
-    (re.compile(r"aggregator\.blocks\.(\d+)\.(\w+)\.(.+)"),
-     lambda m: f"decoder.blocks.{m[1]}.{_BLOCK_NAMES[m[2]]}.{m[3]}"),
+    (
+        re.compile(r"aggregator\.blocks\.(\d+)\.(\w+)\.(.+)"),
+        lambda m: f"decoder.blocks.{m[1]}.{_BLOCK_NAMES[m[2]]}.{m[3]}",
+    ),
     (re.compile(r"aggregator\.proj\.(\w+)"), lambda m: f"decoder.proj.{m[1]}"),
 )
 #: The published checkpoints (README of SunghwanHong/Cost-Aggregation-transformers); numbers as reported there.
 PUBLISHED: dict[str, dict[str, Any]] = {
     "spair": {"benchmark": "spair", "backbone": "fine-tuned", "reported": {"spair_pck@0.10": 49.9}},
     "spair_frozen": {"benchmark": "spair", "backbone": "frozen", "reported": {"spair_pck@0.10": 42.4}},
-    "pfpascal": {"benchmark": "pfpascal", "backbone": "fine-tuned",
-                 "reported": {"pfpascal_pck@0.05": 75.4, "pfpascal_pck@0.10": 92.6, "pfpascal_pck@0.15": 96.4}},
-    "pfpascal_frozen": {"benchmark": "pfpascal", "backbone": "frozen",
-                        "reported": {"pfpascal_pck@0.05": 67.5, "pfpascal_pck@0.10": 89.1,
-                                     "pfpascal_pck@0.15": 94.9}},
+    "pfpascal": {
+        "benchmark": "pfpascal",
+        "backbone": "fine-tuned",
+        "reported": {"pfpascal_pck@0.05": 75.4, "pfpascal_pck@0.10": 92.6, "pfpascal_pck@0.15": 96.4},
+    },
+    "pfpascal_frozen": {
+        "benchmark": "pfpascal",
+        "backbone": "frozen",
+        "reported": {"pfpascal_pck@0.05": 67.5, "pfpascal_pck@0.10": 89.1, "pfpascal_pck@0.15": 94.9},
+    },
 }
 _LIST = 10
 
@@ -79,8 +94,9 @@ def _shape(value: Any) -> tuple[int, ...]:
     return tuple(value.shape if hasattr(value, "shape") else value)
 
 
-def official_layout(config: CatsConfig, template: Mapping[str, Any] | None = None
-                    ) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+def official_layout(
+    config: CatsConfig, template: Mapping[str, Any] | None = None
+) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
     """(official key -> mmnet key for every used tensor, dead official key -> shape) for a ResNet-101 CATs.
 
     `template` is the mmnet ``state_dict()`` (tensors or shapes) of `config`; built on the meta device when None.
@@ -102,8 +118,9 @@ def _listing(keys: list[str]) -> str:
     return f"{len(keys)} [{', '.join(keys[:_LIST])}{more}]"
 
 
-def map_official_state_dict(state: Mapping[str, torch.Tensor], config: CatsConfig,
-                            template: Mapping[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+def map_official_state_dict(
+    state: Mapping[str, torch.Tensor], config: CatsConfig, template: Mapping[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename an official CATs state dict into mmnet's layout; pure (no I/O, tensors not copied).
 
     Returns (mapped, dropped): every used tensor under its mmnet key, and the dead official keys left out. Every
@@ -131,21 +148,27 @@ def map_official_state_dict(state: Mapping[str, torch.Tensor], config: CatsConfi
         raise CheckpointError(
             f"the checkpoint does not match the official CATs layout for hyperpixels {list(config.hyperpixels)}, "
             f"depth {config.depth}: missing {_listing(missing)}; unexpected {_listing(unexpected)}; another shape "
-            f"{_listing(shapes)}. Check that args.pkl belongs to this model_best.pth.")
+            f"{_listing(shapes)}. Check that args.pkl belongs to this model_best.pth."
+        )
     return mapped, dropped
 
 
 def config_from_args(args: Mapping[str, Any]) -> CatsConfig:
     """A `CatsConfig` from the official ``args.pkl`` values (``hyperpixel``, ``depth``, ``feature_size``, ...)."""
     if "hyperpixel" not in args:
-        raise CheckpointError(f"args.pkl has no 'hyperpixel' entry (it has {sorted(args)}); is it a CATs train.py "
-                              "argument file?")
+        raise CheckpointError(
+            f"args.pkl has no 'hyperpixel' entry (it has {sorted(args)}); is it a CATs train.py argument file?"
+        )
     try:
         return CatsConfig(
-            backbone="resnet101", hyperpixels=parse_hyperpixels(args["hyperpixel"]),
-            feature_size=int(args.get("feature_size", 16)), proj_dim=int(args.get("feature_proj_dim", 128)),
-            depth=int(args.get("depth", 1)), num_heads=int(args.get("num_heads", 6)),
-            mlp_ratio=float(args.get("mlp_ratio", 4.0)))
+            backbone="resnet101",
+            hyperpixels=parse_hyperpixels(args["hyperpixel"]),
+            feature_size=int(args.get("feature_size", 16)),
+            proj_dim=int(args.get("feature_proj_dim", 128)),
+            depth=int(args.get("depth", 1)),
+            num_heads=int(args.get("num_heads", 6)),
+            mlp_ratio=float(args.get("mlp_ratio", 4.0)),
+        )
     except (InputError, TypeError, ValueError) as exc:
         raise CheckpointError(f"args.pkl holds values mmnet cannot use: {exc}") from exc
 
@@ -163,11 +186,17 @@ def config_from_state(state: Mapping[str, torch.Tensor]) -> CatsConfig:
     elif first == 256 and levels == len(HYPERPIXELS["pfpascal"]):
         ids = HYPERPIXELS["pfpascal"]
     else:
-        raise CheckpointError(f"cannot infer the hyperpixel ids ({levels} levels, first tap {first} channels) "
-                              "without args.pkl: put the args.pkl of this checkpoint next to model_best.pth")
-    return CatsConfig(backbone="resnet101", hyperpixels=ids, depth=depth,
-                      feature_size=_shape(state["decoder.pos_embed_x"])[3],
-                      proj_dim=_shape(state["proj.0.weight"])[0])
+        raise CheckpointError(
+            f"cannot infer the hyperpixel ids ({levels} levels, first tap {first} channels) "
+            "without args.pkl: put the args.pkl of this checkpoint next to model_best.pth"
+        )
+    return CatsConfig(
+        backbone="resnet101",
+        hyperpixels=ids,
+        depth=depth,
+        feature_size=_shape(state["decoder.pos_embed_x"])[3],
+        proj_dim=_shape(state["proj.0.weight"])[0],
+    )
 
 
 def build_official_model(config: CatsConfig, state: Mapping[str, torch.Tensor]) -> CATs:
@@ -206,8 +235,13 @@ class CatsConversion:
         groups: dict[str, int] = {}
         for key in self.dropped:
             name = key.removeprefix(BACKBONE_PREFIX)
-            module = "decoder.norm" if key.startswith("decoder.") else ".".join(name.split(".")[:2]) \
-                if name.startswith("layer3") else name.split(".")[0]
+            module = (
+                "decoder.norm"
+                if key.startswith("decoder.")
+                else ".".join(name.split(".")[:2])
+                if name.startswith("layer3")
+                else name.split(".")[0]
+            )
             groups[module] = groups.get(module, 0) + 1
         lines = [
             f"source   {self.source.name} (sha256 {self.sha256})",
@@ -222,8 +256,13 @@ class CatsConversion:
         return "\n".join(lines)
 
 
-def convert_cats(folder: str | Path, out: str | Path | None = None, *, dtype: torch.dtype = torch.float32,
-                 log: Callable[[str], None] | None = print) -> CatsConversion:
+def convert_cats(
+    folder: str | Path,
+    out: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    log: Callable[[str], None] | None = print,
+) -> CatsConversion:
     """Convert an official CATs checkpoint folder and, with `out`, write ``model.safetensors`` + ``config.json``.
 
     Args:
@@ -241,8 +280,10 @@ def convert_cats(folder: str | Path, out: str | Path | None = None, *, dtype: to
     path = Path(folder).expanduser()
     weights = path / "model_best.pth" if path.is_dir() else path
     if not weights.is_file():
-        raise WeightsNotFoundError(f"{weights} not found: pass the folder holding model_best.pth and args.pkl "
-                                   "(as downloaded from the CATs README), or the .pth file itself")
+        raise WeightsNotFoundError(
+            f"{weights} not found: pass the folder holding model_best.pth and args.pkl "
+            "(as downloaded from the CATs README), or the .pth file itself"
+        )
     state = read_official(weights)
     args_path = weights.parent / "args.pkl"
     if args_path.is_file():
@@ -258,21 +299,41 @@ def convert_cats(folder: str | Path, out: str | Path | None = None, *, dtype: to
     used, dead = official_layout(config, model.state_dict())
     dropped = [k for k in state if k in dead]
     result = CatsConversion(
-        model=model, config=config, source=weights, sha256=sha256_of(weights), args_source=args_source,
-        mapped=len(used), mapped_values=sum(state[k].numel() for k in used), dropped=dropped,
-        dropped_values=sum(state[k].numel() for k in dropped), absent_dead=[k for k in dead if k not in state])
+        model=model,
+        config=config,
+        source=weights,
+        sha256=sha256_of(weights),
+        args_source=args_source,
+        mapped=len(used),
+        mapped_values=sum(state[k].numel() for k in used),
+        dropped=dropped,
+        dropped_values=sum(state[k].numel() for k in dropped),
+        absent_dead=[k for k in dead if k not in state],
+    )
     model.readout = {"preset": "official"}
     if out is not None:
-        result.out = save_cats(model, out, dtype=dtype, extra={"converted_from": {
-            "format": "official CATs checkpoint (SunghwanHong/Cost-Aggregation-transformers)",
-            "file": weights.name, "sha256": result.sha256, "args": args_source,
-            "dtype": str(dtype).removeprefix("torch."), "dropped_dead_keys": dropped,
-            "dropped_values": result.dropped_values}})
+        result.out = save_cats(
+            model,
+            out,
+            dtype=dtype,
+            extra={
+                "converted_from": {
+                    "format": "official CATs checkpoint (SunghwanHong/Cost-Aggregation-transformers)",
+                    "file": weights.name,
+                    "sha256": result.sha256,
+                    "args": args_source,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "dropped_dead_keys": dropped,
+                    "dropped_values": result.dropped_values,
+                }
+            },
+        )
     if log is not None:
         log(result.summary())
         if result.out is not None:
-            log(f"wrote    {result.out / 'model.safetensors'} and config.json\n"
+            log(
+                f"wrote    {result.out / 'model.safetensors'} and config.json\n"
                 f"use      mmnet.create_matcher({str(result.out)!r})  "
-                "# official readout (256x256, truncated points); preset='exact' for mmnet's")
+                "# official readout (256x256, truncated points); preset='exact' for mmnet's"
+            )
     return result
-

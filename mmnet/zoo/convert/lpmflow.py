@@ -90,8 +90,12 @@ def official_layout(model: LPMFlow) -> list[OfficialKey]:
     add("masked_tokens", "dead", shape=(g * g + 1, dim))
     add("pos_embed_src", "training", "train_source_pos")
     for key, shape in _native_backbone(model).items():
-        add(f"feature_extraction.backbone.{key}", "resized" if key == "pos_embed" else "mapped",
-            f"backbone.body.{key}", shape)
+        add(
+            f"feature_extraction.backbone.{key}",
+            "resized" if key == "pos_embed" else "mapped",
+            f"backbone.body.{key}",
+            shape,
+        )
 
     e = "encoder"
     add(f"{e}.cls_token", "dead", shape=(1, 1, dim))
@@ -187,15 +191,19 @@ class MappingReport:
 
     def summary(self) -> str:
         order = ("mapped", "resized", "training", "alias", "index", "dead")
-        lines = [f"{role:9}{len(self.roles.get(role, [])):4d} keys, {self.values.get(role, 0):>12,} values"
-                 for role in order if self.roles.get(role)]
+        lines = [
+            f"{role:9}{len(self.roles.get(role, [])):4d} keys, {self.values.get(role, 0):>12,} values"
+            for role in order
+            if self.roles.get(role)
+        ]
         if self.absent:
             lines.append(f"absent   {len(self.absent):4d} optional keys not in the file: {_listing(self.absent)}")
         return "\n".join(lines)
 
 
-def map_official_state_dict(state: Mapping[str, torch.Tensor], model: LPMFlow
-                            ) -> tuple[dict[str, torch.Tensor], MappingReport]:
+def map_official_state_dict(
+    state: Mapping[str, torch.Tensor], model: LPMFlow
+) -> tuple[dict[str, torch.Tensor], MappingReport]:
     """Official state dict -> mmnet state dict for `model` (pure: no I/O).
 
     Every mapped key must be present with its shape; aliases and index buffers, when present, must equal the
@@ -245,7 +253,8 @@ def map_official_state_dict(state: Mapping[str, torch.Tensor], model: LPMFlow
             f"the state dict does not match the official LPMFlow layout for backbone {model.config.backbone!r}: "
             f"missing {_listing(missing)}; unexpected {_listing(unexpected)}; another shape {_listing(shapes)}; "
             f"unequal {_listing(unequal)}. An official model_best.pth of ViT-B/16 LPMFlow has "
-            f"{len(layout)} keys; re-download it if it is truncated.")
+            f"{len(layout)} keys; re-download it if it is truncated."
+        )
     mapped = {k: v.float() if v.is_floating_point() else v for k, v in mapped.items()}
     return mapped, report
 
@@ -265,19 +274,37 @@ def infer_config(state: Mapping[str, torch.Tensor], args: Mapping[str, Any] | No
     depth = len({m.group(1) for k in state if (m := re.match(r"encoder\.blocks\.(\d+)\.", k))})
     window_key = re.compile(r"SRBranches\.refine_swin_decoder_(\d+)\.0\.transformer\.norm\.weight")
     windows = [int(m.group(1)) for k in state if (m := window_key.fullmatch(k))]  # file order: coarse to fine
-    tables = [k for k in state if re.fullmatch(r"SRBranches\.refine_swin_decoder_\d+\.0\.transformer\.layers\.0\."
-                                                r"blocks\.0\.attn\.relative_position_bias_table", k)]
+    tables = [
+        k
+        for k in state
+        if re.fullmatch(
+            r"SRBranches\.refine_swin_decoder_\d+\.0\.transformer\.layers\.0\."
+            r"blocks\.0\.attn\.relative_position_bias_table",
+            k,
+        )
+    ]
     refine_heads = int(state[tables[0]].shape[1]) if tables else 8
     if args:
         for name, ours in (("num_heads", heads), ("mlp_ratio", hidden / dim)):
             if name in args and args[name] is not None and float(args[name]) != float(ours):
-                raise CheckpointError(f"args.pkl says {name}={args[name]!r} but the weights have {ours}: the two "
-                                      "files do not belong together")
+                raise CheckpointError(
+                    f"args.pkl says {name}={args[name]!r} but the weights have {ours}: the two "
+                    "files do not belong together"
+                )
     if dim != 768:
-        raise CheckpointError(f"the official LPMFlow backbone is ViT-B/16 (width 768); this file has width {dim} "
-                              "(pass config= for another architecture)")
-    return LpmflowConfig(backbone="vit_base_patch16", heads=heads, encoder_depth=depth, mlp_ratio=hidden / dim,
-                         proj_dim=proj, refine_windows=tuple(windows) or (16, 8, 4), refine_heads=refine_heads)
+        raise CheckpointError(
+            f"the official LPMFlow backbone is ViT-B/16 (width 768); this file has width {dim} "
+            "(pass config= for another architecture)"
+        )
+    return LpmflowConfig(
+        backbone="vit_base_patch16",
+        heads=heads,
+        encoder_depth=depth,
+        mlp_ratio=hidden / dim,
+        proj_dim=proj,
+        refine_windows=tuple(windows) or (16, 8, 4),
+        refine_heads=refine_heads,
+    )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -299,8 +326,10 @@ def _locate(source: str | Path) -> tuple[Path, Path | None]:
     if path.is_dir():
         checkpoint = path / CHECKPOINT_NAME
         if not checkpoint.is_file():
-            raise WeightsNotFoundError(f"{path} holds no {CHECKPOINT_NAME}: pass the folder the authors' test.py "
-                                       f"takes as --pretrained (with {CHECKPOINT_NAME} and {ARGS_NAME}) or the .pth")
+            raise WeightsNotFoundError(
+                f"{path} holds no {CHECKPOINT_NAME}: pass the folder the authors' test.py "
+                f"takes as --pretrained (with {CHECKPOINT_NAME} and {ARGS_NAME}) or the .pth"
+            )
     elif path.is_file():
         checkpoint = path
     else:
@@ -309,8 +338,9 @@ def _locate(source: str | Path) -> tuple[Path, Path | None]:
     return checkpoint, args if args.is_file() else None
 
 
-def build_official_model(state: Mapping[str, torch.Tensor], config: LpmflowConfig | None = None
-                         ) -> tuple[LPMFlow, MappingReport]:
+def build_official_model(
+    state: Mapping[str, torch.Tensor], config: LpmflowConfig | None = None
+) -> tuple[LPMFlow, MappingReport]:
     """An `LPMFlow` holding an official state dict's weights (built on the meta device, loaded strictly)."""
     config = config or infer_config(state)
     with torch.device("meta"):
@@ -335,19 +365,26 @@ class LpmflowConversion:
     out: Path | None = None
 
     def summary(self) -> str:
-        head = [f"source   {self.source} (sha256 {self.sha256})",
-                f"args     {'args.pkl read (restricted unpickler)' if self.args is not None else 'no args.pkl'}",
-                f"model    lpmflow_{self.model.config.backbone}: {self.model.config.heads} heads, "
-                f"{self.model.config.encoder_depth} encoder blocks"]
+        head = [
+            f"source   {self.source} (sha256 {self.sha256})",
+            f"args     {'args.pkl read (restricted unpickler)' if self.args is not None else 'no args.pkl'}",
+            f"model    lpmflow_{self.model.config.backbone}: {self.model.config.heads} heads, "
+            f"{self.model.config.encoder_depth} encoder blocks",
+        ]
         return "\n".join([*head, self.report.summary()])
 
 
 OFFICIAL_READOUT = {"preset": "official"}
 
 
-def convert_lpmflow(source: str | Path, out: str | Path | None = None, *, dtype: torch.dtype = torch.float32,
-                    config: LpmflowConfig | None = None,
-                    log: Callable[[str], None] | None = print) -> LpmflowConversion:
+def convert_lpmflow(
+    source: str | Path,
+    out: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    config: LpmflowConfig | None = None,
+    log: Callable[[str], None] | None = print,
+) -> LpmflowConversion:
     """Convert an official LPMFlow checkpoint and, with `out`, write ``model.safetensors`` + ``config.json``.
 
     Args:
@@ -372,22 +409,32 @@ def convert_lpmflow(source: str | Path, out: str | Path | None = None, *, dtype:
     result = LpmflowConversion(model, checkpoint, sha256_of(checkpoint), report, args)
     if out is not None:
         plain_args = {k: v for k, v in (args or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}
-        result.out = save_lpmflow(model, out, dtype=dtype, readout=dict(OFFICIAL_READOUT), extra={"converted_from": {
-            "format": OFFICIAL_SOURCE,
-            "file": checkpoint.name,
-            "sha256": result.sha256,
-            "args": plain_args,
-            "dtype": str(dtype).removeprefix("torch."),
-            "dropped_dead_keys": report.roles.get("dead", []),
-            "aliases_checked": report.roles.get("alias", []),
-            "note": "backbone position table resized 14x14 -> 16x16 once (DINO bicubic, scale (16.1/14))",
-        }})
+        result.out = save_lpmflow(
+            model,
+            out,
+            dtype=dtype,
+            readout=dict(OFFICIAL_READOUT),
+            extra={
+                "converted_from": {
+                    "format": OFFICIAL_SOURCE,
+                    "file": checkpoint.name,
+                    "sha256": result.sha256,
+                    "args": plain_args,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "dropped_dead_keys": report.roles.get("dead", []),
+                    "aliases_checked": report.roles.get("alias", []),
+                    "note": "backbone position table resized 14x14 -> 16x16 once (DINO bicubic, scale (16.1/14))",
+                }
+            },
+        )
     if log is not None:
         log(result.summary())
         if result.out is not None:
-            log(f"wrote    {result.out / 'model.safetensors'} and config.json\n"
+            log(
+                f"wrote    {result.out / 'model.safetensors'} and config.json\n"
                 f"use      mmnet.create_matcher({str(result.out)!r})  # official readout; "
-                f"preset='exact' for the library's")
+                f"preset='exact' for the library's"
+            )
     return result
 
 

@@ -42,16 +42,21 @@ OFFICIAL_BACKBONES: dict[str, str] = {
     "fcn-resnet101": "fcn_resnet101",
 }
 #: Flattened correlation sizes of the dead ``upsample_{4,8,16}`` deconvolutions (56x80 = 4480 output cells).
-_DEAD_UPSAMPLERS = {"upsample_4": (1120, 4480, 4, 4), "upsample_8": (280, 4480, 8, 8),
-                    "upsample_16": (70, 4480, 16, 16)}
+_DEAD_UPSAMPLERS = {
+    "upsample_4": (1120, 4480, 4, 4),
+    "upsample_8": (280, 4480, 8, 8),
+    "upsample_16": (70, 4480, 16, 16),
+}
 _STEM_SEM_CHANNELS = 64  # the dead stem SEM `msblock0` is built for 64 channels, even for the 128-channel FCN stem
 _LIST = 10  # keys named per category in an error message
 
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
     (re.compile(r"backbone\.body\.(.+)"), lambda m: f"backbone.{m[1]}"),
     (re.compile(r"sems\.(\d+)\.(\d+)\.conv\.(\w+)"), lambda m: f"msblock{int(m[1]) + 1}_{int(m[2]) + 1}.conv.{m[3]}"),
-    (re.compile(r"sems\.(\d+)\.(\d+)\.branches\.(\d+)\.(\w+)"),
-     lambda m: f"msblock{int(m[1]) + 1}_{int(m[2]) + 1}.conv{int(m[3]) + 1}.{m[4]}"),
+    (
+        re.compile(r"sems\.(\d+)\.(\d+)\.branches\.(\d+)\.(\w+)"),
+        lambda m: f"msblock{int(m[1]) + 1}_{int(m[2]) + 1}.conv{int(m[3]) + 1}.{m[4]}",
+    ),
     (re.compile(r"sems\.(\d+)\.(\d+)\.down\.(\w+)"), lambda m: f"conv{int(m[1]) + 1}_{int(m[2]) + 1}_down.{m[3]}"),
     (re.compile(r"attentions\.(\d+)\.(theta|phi|g|back)\.(\w+)"), lambda m: f"wa_{int(m[1]) + 1}.conv_{m[2]}.{m[3]}"),
     (re.compile(r"fusions\.(\d+)\.conv\.(\w+)"), lambda m: f"conv{int(m[1]) + 1}_scale.{m[2]}"),
@@ -122,8 +127,9 @@ def _listing(keys: list[str]) -> str:
     return f"{len(keys)} [{', '.join(keys[:_LIST])}{more}]"
 
 
-def map_official_state_dict(state: Mapping[str, torch.Tensor], template: Mapping[str, Any],
-                            backbone: str = "") -> tuple[dict[str, torch.Tensor], list[str]]:
+def map_official_state_dict(
+    state: Mapping[str, torch.Tensor], template: Mapping[str, Any], backbone: str = ""
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename an official MMNet state dict into mmnet's layout; pure (no I/O, tensors are not copied).
 
     Args:
@@ -156,11 +162,13 @@ def map_official_state_dict(state: Mapping[str, torch.Tensor], template: Mapping
     if missing or unexpected or shapes:
         name = f"official {backbone} " if backbone else "official "
         guess = guess_backbone(state)
-        hint = f" The keys look like a {guess} checkpoint: pass --backbone {guess}." \
-            if guess and guess != backbone else ""
+        hint = (
+            f" The keys look like a {guess} checkpoint: pass --backbone {guess}." if guess and guess != backbone else ""
+        )
         raise CheckpointError(
             f"the checkpoint does not match the {name}MMNet layout: missing {_listing(missing)}; "
-            f"unexpected {_listing(unexpected)}; another shape {_listing(shapes)}.{hint}")
+            f"unexpected {_listing(unexpected)}; another shape {_listing(shapes)}.{hint}"
+        )
     return mapped, dropped
 
 
@@ -182,7 +190,8 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"cannot read {path} as a PyTorch checkpoint of plain tensors ({type(exc).__name__}: {exc}). mmnet "
             "loads with weights_only=True and never unpickles arbitrary objects; if you trust the file, re-save "
-            "just its state dict: torch.save(torch.load(f, weights_only=False)['state_dict'], 'plain.pth')") from exc
+            "just its state dict: torch.save(torch.load(f, weights_only=False)['state_dict'], 'plain.pth')"
+        ) from exc
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):
             if isinstance(obj.get(wrapper), Mapping):
@@ -192,7 +201,7 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} holds no state dict of tensors (found {type(obj).__name__})")
     state = dict(obj)
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -266,8 +275,14 @@ class Conversion:
         return "\n".join(lines)
 
 
-def convert_official(checkpoint: str | Path, backbone: str = "auto", out: str | Path | None = None, *,
-                     dtype: torch.dtype = torch.float32, log: Callable[[str], None] | None = print) -> Conversion:
+def convert_official(
+    checkpoint: str | Path,
+    backbone: str = "auto",
+    out: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    log: Callable[[str], None] | None = print,
+) -> Conversion:
     """Convert an official MMNet ``.pth`` file and, with `out`, write it as an mmnet checkpoint folder.
 
     Args:
@@ -288,8 +303,10 @@ def convert_official(checkpoint: str | Path, backbone: str = "auto", out: str | 
     if backbone == "auto":
         guessed = guess_backbone(state)
         if guessed is None:
-            raise CheckpointError(f"{source} does not look like an official MMNet checkpoint (no ResNet backbone "
-                                  "keys); pass --backbone to see which keys differ")
+            raise CheckpointError(
+                f"{source} does not look like an official MMNet checkpoint (no ResNet backbone "
+                "keys); pass --backbone to see which keys differ"
+            )
         backbone = guessed
     backbone = _official_name(_mmnet_backbone(backbone))
     try:
@@ -299,23 +316,40 @@ def convert_official(checkpoint: str | Path, backbone: str = "auto", out: str | 
     used, dead = official_layout(model.state_dict())
     dropped = [k for k in state if k in dead]
     result = Conversion(
-        model=model, backbone=backbone, source=source, sha256=sha256_of(source), mapped=len(used),
-        mapped_values=sum(state[k].numel() for k in used), dropped=dropped,
-        dropped_values=sum(state[k].numel() for k in dropped), absent_dead=[k for k in dead if k not in state])
+        model=model,
+        backbone=backbone,
+        source=source,
+        sha256=sha256_of(source),
+        mapped=len(used),
+        mapped_values=sum(state[k].numel() for k in used),
+        dropped=dropped,
+        dropped_values=sum(state[k].numel() for k in dropped),
+        absent_dead=[k for k in dead if k not in state],
+    )
     if out is not None:
-        result.out = save_pretrained(model, out, dtype=dtype, readout=model.readout, extra={"converted_from": {
-            "format": "official MMNet state_dict (wintersun661/MMNet)",
-            "file": source.name,
-            "sha256": result.sha256,
-            "backbone": backbone,
-            "dtype": str(dtype).removeprefix("torch."),
-            "dropped_dead_keys": dropped,
-            "dropped_values": result.dropped_values,
-        }})
+        result.out = save_pretrained(
+            model,
+            out,
+            dtype=dtype,
+            readout=model.readout,
+            extra={
+                "converted_from": {
+                    "format": "official MMNet state_dict (wintersun661/MMNet)",
+                    "file": source.name,
+                    "sha256": result.sha256,
+                    "backbone": backbone,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "dropped_dead_keys": dropped,
+                    "dropped_values": result.dropped_values,
+                }
+            },
+        )
     if log is not None:
         log(result.summary())
         if result.out is not None:
-            log(f"wrote    {result.out / 'model.safetensors'} ({str(dtype).removeprefix('torch.')}) and config.json\n"
+            log(
+                f"wrote    {result.out / 'model.safetensors'} ({str(dtype).removeprefix('torch.')}) and config.json\n"
                 f"use      mmnet.Matcher.from_pretrained({str(result.out)!r})  "
-                "# official readout: level 2, argmax, corner; 224x320 input")
+                "# official readout: level 2, argmax, corner; 224x320 input"
+            )
     return result
