@@ -241,3 +241,18 @@ def test_viz_pictures(tmp_path):
     figure = viz.plot_matches(SRC, TGT, points, [[117, 103], [float("nan"), 0]], correct=[True, False], title="t")
     assert viz.save(figure, tmp_path / "m.png").stat().st_size > 1000
     assert viz.save(viz.plot_keypoints(SRC, points, ["eye", "eye"]), tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_released_weights_are_found_from_a_source_checkout(monkeypatch):
+    """CI installs the package (mmnet.weights in site-packages) but imports mmnet from the checkout, where the
+    weights live in <repo>/weights."""
+    import importlib.resources
+
+    from mmnet.zoo.hub import released_dir
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    folder = released_dir("mmnet_efficientnet_lite2.cub_photos")
+    assert folder == REPO / "weights" / "mmnet_efficientnet_lite2.cub_photos" and (folder / "config.json").is_file()

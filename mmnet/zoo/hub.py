@@ -146,8 +146,8 @@ def released_dir(local_dir: str) -> Path:
         return path
     try:
         return Path(str(importlib.resources.files("mmnet.weights"))) / path
-    except ModuleNotFoundError:  # running from a source checkout (e.g. torch.hub source="local")
-        return Path(__file__).resolve().parents[1] / "weights" / path
+    except ModuleNotFoundError:  # running from a source checkout (e.g. torch.hub source="local"): <repo>/weights
+        return Path(__file__).resolve().parents[2] / "weights" / path
 
 
 def source_of(cfg: PretrainedCfg, name: str) -> Source:
