@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mmnet.eval.pck import score_pair
-from mmnet.matching.geometry import image_size
+from mmnet.matching.geometry import tensor_hw
 from mmnet.matching.images import load_image
 from mmnet.matching.scot import ScotMatcher, transfer_keypoints
 from mmnet.models.scot import scot_scores
@@ -50,8 +50,8 @@ class LayerScorer:
                         matcher.features(s_img),
                         matcher.features(t_img),
                         points,
-                        image_size(s_img),
-                        image_size(t_img),
+                        tensor_hw(s_img),
+                        tensor_hw(t_img),
                         rec,
                     )
                 )

@@ -47,7 +47,7 @@ from ..zoo.hub import (
     source_of,
 )
 from .base import BaseMatcher, FlowResult, MatchResult, bilinear_extrapolate, cells_to_flow
-from .geometry import Convention, grid_to_pixels, image_size, pixel_grid, pixels_to_grid
+from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid, tensor_hw
 from .images import PreprocessConfig, prepare
 from .readouts import check_preset, window_mass
 
@@ -265,7 +265,7 @@ class CatsMatcher(BaseMatcher):
         positions, mass = self._cells(sources, targets)
         out = []
         for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
-            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), image_size(s), image_size(t))
+            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), tensor_hw(s), tensor_hw(t))
             out.append(MatchResult(xy.cpu(), score.cpu()))
         return out
 
@@ -273,7 +273,7 @@ class CatsMatcher(BaseMatcher):
         positions, mass = self._cells(sources, targets)
         out = []
         for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
-            src_size, tgt_size = image_size(s), image_size(t)
+            src_size, tgt_size = tensor_hw(s), tensor_hw(t)
             pixels = pixel_grid(src_size, self.device)
             if self.preset == "official":  # the point rule at every pixel
                 xy, score = self._transfer(positions[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)

@@ -118,7 +118,7 @@ def inside_image(points: torch.Tensor, size: Sequence[int], convention: Conventi
     return (points[:, 0] >= lo) & (points[:, 0] <= w + lo) & (points[:, 1] >= lo) & (points[:, 1] <= h + lo)
 
 
-def image_size(image: torch.Tensor) -> tuple[int, int]:
+def tensor_hw(image: torch.Tensor) -> tuple[int, int]:
     """(H, W) of an image or map whose last two dimensions are height and width."""
     return int(image.shape[-2]), int(image.shape[-1])
 

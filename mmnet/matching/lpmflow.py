@@ -37,7 +37,7 @@ from ..version import __version__
 from ..zoo._registry import get_pretrained_cfg, is_registered
 from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, read_config, resolve_files, sha256_of, source_of
 from .base import BaseMatcher, FlowResult, MatchResult, bilinear_extrapolate, cells_to_flow
-from .geometry import Convention, grid_to_pixels, image_size, pixel_grid, pixels_to_grid
+from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid, tensor_hw
 from .images import PreprocessConfig, prepare
 from .readouts import check_preset, window_mass
 
@@ -275,7 +275,7 @@ class LpmflowMatcher(BaseMatcher):
         flow, mass = self._run(sources, targets)
         out = []
         for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
-            xy, score = self._transfer(flow[i], mass[i], p.to(self.device), image_size(s), image_size(t))
+            xy, score = self._transfer(flow[i], mass[i], p.to(self.device), tensor_hw(s), tensor_hw(t))
             out.append(MatchResult(xy.cpu(), score.cpu()))
         return out
 
@@ -283,7 +283,7 @@ class LpmflowMatcher(BaseMatcher):
         flow, mass = self._run(sources, targets)
         out = []
         for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
-            src_size, tgt_size = image_size(s), image_size(t)
+            src_size, tgt_size = tensor_hw(s), tensor_hw(t)
             pixels = pixel_grid(src_size, self.device)
             if self.preset == "official":  # the point rule at every pixel
                 xy, score = self._transfer(flow[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)

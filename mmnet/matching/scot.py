@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..models.backbones import Backbone, get_backbone_spec
 from ..models.scot import DEFAULT_LAYERS, CamHead, ScotConfig, ScotScores, cell_centres, scot_scores, transfer_points
 from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
-from .geometry import image_size, inside_image, pixel_grid, rescale_points
+from .geometry import inside_image, pixel_grid, rescale_points, tensor_hw
 from .images import PreprocessConfig, prepare
 
 Features = tuple[list[torch.Tensor], torch.Tensor | None, tuple[int, int]]
@@ -139,7 +139,7 @@ class ScotMatcher(BaseMatcher):
     ) -> list[MatchResult]:
         """One pair at a time: SCOT's images keep their own aspect ratio."""
         return [
-            transfer_keypoints(self._scores(s, t), p, image_size(s), image_size(t), self.config.box_size)
+            transfer_keypoints(self._scores(s, t), p, tensor_hw(s), tensor_hw(t), self.config.box_size)
             for s, t, p in zip(sources, targets, points, strict=True)
         ]
 
@@ -147,7 +147,7 @@ class ScotMatcher(BaseMatcher):
         """The keypoint-transfer rule at every source hyperpixel centre (a box filter of the displacement field),
         interpolated bilinearly to each pixel; one pair at a time."""
         return [
-            dense_flow(self._scores(s, t), image_size(s), image_size(t), self.config.box_size)
+            dense_flow(self._scores(s, t), tensor_hw(s), tensor_hw(t), self.config.box_size)
             for s, t in zip(sources, targets, strict=True)
         ]
 
