@@ -47,7 +47,8 @@ class Objective(nn.Module):
 
     def __init__(self, model: nn.Module, config: TrainConfig) -> None:
         super().__init__()
-        self.model, self.epoch = model, 0
+        self.model: Any = model  # the family's network (MMNet, CATs or LPMFlow)
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -70,7 +71,7 @@ class MMNetObjective(Objective):
             src_kps,
             tgt_kps,
             valid,
-            self.convention,  # type: ignore[arg-type]
+            self.convention,
             self.levels,
         )
 
@@ -93,7 +94,7 @@ class CatsObjective(Objective):
             src_kps,
             tgt_kps,
             valid,
-            objective=self.objective,  # type: ignore
+            objective=self.objective,
             target=self.target,
         )[0]
 
@@ -115,10 +116,10 @@ class LpmflowObjective(Objective):
             src_kps,
             tgt_kps,
             valid,
-            self.epoch,  # type: ignore[arg-type]
+            self.epoch,
             schedule=self.schedule,
             target=self.target,
-        )[0]  # type: ignore[arg-type]
+        )[0]
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,9 @@ class SupervisedPairs:
             kps = kps.astype(np.float32)
             valid_kps = np.where(rec.valid[:, None], kps, np.nan)
             if rng.random() < aug.crop:
-                x0, y0, x1, y1 = _crop_box(tuple(tensor.shape[-2:]), valid_kps, rng, aug.crop_scale)
+                x0, y0, x1, y1 = _crop_box(
+                    (int(tensor.shape[-2]), int(tensor.shape[-1])), valid_kps, rng, aug.crop_scale
+                )
                 tensor = tensor[:, y0:y1, x0:x1]
                 kps = kps - np.array([x0, y0], np.float32)
             if rng.random() < aug.jitter:

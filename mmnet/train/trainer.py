@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -145,7 +145,8 @@ def backbone_trainable_prefixes(model: nn.Module, mode: str) -> list[str]:
         return ["backbone."]
     if not (mode.startswith("last") and mode[4:].isdigit()):
         raise InputError(f"train_backbone must be frozen, lastN or full, got {mode!r}")
-    groups = model.backbone.groups[::-1][: int(mode[4:])]  # coarsest first
+    backbone: Any = model.backbone
+    groups = backbone.groups[::-1][: int(mode[4:])]  # coarsest first
     return [f"backbone.body.{block}." for g in groups for block in g.blocks]
 
 
@@ -251,7 +252,7 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG state as tensors and plain Python values, so a checkpoint loads with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
@@ -350,11 +351,11 @@ class Trainer:
         if device is None:
             device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.model: Any = model.to(self.device)
         self.data = data
         configure_trainable(self.model, config.train_backbone)
         self.objective: Objective = self.family.make_objective(self.model, config)
-        self.loss_module: nn.Module = self.objective
+        self.loss_module: Any = self.objective
         if self.world > 1:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None
