@@ -8,6 +8,7 @@ matcher of any family for registered weights, a hub repo id or a folder.
 dependencies = ["torch", "timm", "huggingface_hub", "safetensors", "numpy", "PIL"]
 
 import mmnet as _mmnet  # noqa: E402
+from mmnet.defaults import DEFAULT_WEIGHTS as _DEFAULT_WEIGHTS  # noqa: E402
 from mmnet.zoo._registry import get_model_entry as _entry  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def _load(arch: str):
     return load
 
 
-def matcher(name: str = "mmnet_efficientnet_lite2.cub_photos", **kwargs):
+def matcher(name: str = _DEFAULT_WEIGHTS, **kwargs):
     """A ready matcher (`mmnet.create_matcher`) for registered weights, a hub repo id or a folder."""
     return _mmnet.create_matcher(name, **kwargs)
 

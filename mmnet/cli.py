@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .defaults import DEFAULT_WEIGHTS
 from .errors import InputError, MMNetError
 
 if TYPE_CHECKING:
     from .matching.base import BaseMatcher
 
-DEFAULT_MODEL = "mmnet_efficientnet_lite2.cub_photos"
 DTYPES = ("fp16", "fp32")
 TRAIN_HELP = "train or fine-tune an MMNet (see docs/training.md)"
 #: Kept in step with `mmnet.data.DATASETS` and `mmnet.eval.pck.THRESHOLDS` (tested), so that building the
@@ -361,7 +361,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=DEFAULT_WEIGHTS,
         help="registered name (mmnet models), Hugging Face hub repo id or checkpoint folder",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: cuda when available)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import tomllib
 
 import mmnet
+from mmnet.defaults import DEFAULT_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
 USER_DOCS = [
@@ -63,7 +64,7 @@ def test_every_docs_page_is_in_the_site_navigation():
 
 def test_readme_match_output_and_distances_are_what_the_example_prints():
     readme = (REPO / "README.md").read_text()
-    matcher = mmnet.Matcher.from_pretrained("mmnet_efficientnet_lite2.cub_photos", device="cpu")
+    matcher = mmnet.Matcher.from_pretrained(DEFAULT_WEIGHTS, device="cpu")  # what `mmnet match` uses
     source = REPO / "examples" / "astronaut.jpg"
     points = [[91, 98], [136, 98], [114, 120], [114, 137]]
     result = matcher.match(source, REPO / "examples" / "grace_hopper.jpg", points)

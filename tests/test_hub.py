@@ -158,3 +158,24 @@ def test_registered_tag_bundled_folder(saved, monkeypatch):
     assert _equal(model.state_dict(), mmnet.create_model("mmnet_resnet18", pretrained=True).state_dict())
     with pytest.raises(ValueError, match="cannot be combined"):
         mmnet.create_model("mmnet_resnet18.bundled", channels=8)
+
+
+def test_default_weights_are_bundled_and_the_default_everywhere() -> None:
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    from mmnet.cli import build_parser
+    from mmnet.defaults import DEFAULT_WEIGHTS
+    from mmnet.zoo import get_pretrained_cfg
+
+    spec = importlib.util.spec_from_file_location("hubconf", Path(__file__).resolve().parents[1] / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    arch = DEFAULT_WEIGHTS.partition(".")[0]
+    assert get_pretrained_cfg(arch) is get_pretrained_cfg(DEFAULT_WEIGHTS)  # the architecture's first tag
+    assert inspect.signature(hubconf.matcher).parameters["name"].default == DEFAULT_WEIGHTS
+    assert build_parser().parse_args(["match", "a.jpg", "b.jpg", "--kpts", "1,2"]).model == DEFAULT_WEIGHTS
+    model = mmnet.from_pretrained(DEFAULT_WEIGHTS)
+    assert model.readout["method"] == "ot" and model.readout["level"] == 2
+    assert mmnet.from_pretrained("mmnet_efficientnet_lite2.cub_photos").readout["method"] == "softargmax"

@@ -71,6 +71,40 @@ _register_official(
 _register_official("spair_official", "ckp_spair_fcnres101.pth", {"spair_pck@0.10": 50.4})
 
 
+# -- Trained here: cub_photos (below) fine-tuned with SCOT pseudo-labels on 100 Caltech-101 categories ----------------
+# Registered first: the default tag of mmnet_efficientnet_lite2 (and mmnet.defaults.DEFAULT_WEIGHTS).
+# Model card: weights/mmnet_efficientnet_lite2.cub_caltech101/README.md (campaign, ablation, commands, terms).
+register_pretrained(
+    "mmnet_efficientnet_lite2.cub_caltech101",
+    PretrainedCfg(
+        local_dir="mmnet_efficientnet_lite2.cub_caltech101",
+        sha256="6259d22a10894aae119403d6d0cbdb87a9ebfeef35147e00cfec9bca7013f8f3",
+        license="other: non-commercial research only (CUB-200-2011 and ImageNet terms)",
+        metrics={
+            "cub_cls001-050_test_sameclass_seed0": {
+                "pck@0.05": 48.6,
+                "pck@0.1": 74.5,
+                "pck@0.15": 84.7,
+                "pairs": 5000,
+                "threshold": "bbox",
+                "mean": "per-pair",
+            },
+            "pf-willow-dev": {
+                "pck@0.05": 40.4,
+                "pck@0.1": 70.3,
+                "pck@0.15": 82.6,
+                "pairs": 270,
+                "threshold": "bbox-kp",
+                "mean": "per-pair",
+            },
+            "measured": "2026-11-30, mmnet eval defaults (original pixels, the checkpoint's ot readout), model card",
+        },
+        notes="mmnet_efficientnet_lite2.cub_photos fine-tuned for 500 steps (29 minutes of a 2-core CPU) on CUB "
+        "pairs, SCOT pseudo-labelled Caltech-101 pairs and synthetic warps; see the model card",
+    ),
+)
+
+
 # -- Trained here: EfficientNet-Lite2 MMNet on CUB-200-2011 (classes 1-50) pairs + synthetic warps of photos ---------
 # Model card: weights/mmnet_efficientnet_lite2.cub_photos/README.md (data terms, training command, evaluation commands).
 register_pretrained(
