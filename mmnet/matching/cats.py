@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -46,8 +45,8 @@ from ..zoo.hub import (
     sha256_of,
     source_of,
 )
-from .base import BaseMatcher, FlowResult, MatchResult, bilinear_extrapolate, cells_to_flow
-from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid, tensor_hw
+from .flowfield import FlowFieldMatcher
+from .geometry import pixel_grid
 from .images import PreprocessConfig, prepare
 from .readouts import check_preset, window_mass
 
@@ -153,7 +152,7 @@ def load_cats(
     return model.eval()
 
 
-class CatsMatcher(BaseMatcher):
+class CatsMatcher(FlowFieldMatcher):
     """Semantic correspondence with a CATs model (`mmnet.models.cats.CATs`).
 
     Args:
@@ -207,14 +206,10 @@ class CatsMatcher(BaseMatcher):
         )
 
     @property
-    def convention(self) -> Convention:
-        return "corner" if self.preset == "official" else "center"
-
-    @property
     def grid(self) -> tuple[int, int]:
         return self.model.softargmax.size
 
-    def _cells(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per source cell: expected target cell xy (B, 2, h, w) and score (B, h, w)."""
         src = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in sources])
         tgt = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in targets])
@@ -224,67 +219,8 @@ class CatsMatcher(BaseMatcher):
         mass = window_mass(self.model.softargmax.probabilities(scores), self.grid)
         return positions, mass.view(-1, *self.grid)
 
-    def _transfer(
-        self,
-        positions: torch.Tensor,
-        mass: torch.Tensor,
-        points: torch.Tensor,
-        src_size: tuple[int, int],
-        tgt_size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pair: (2, h, w) target cells + (h, w) scores, (N, 2) source pixels -> target pixels, scores."""
-        grid = self.grid
-        if self.preset == "official":
-            size = self.preprocess.size
-            flow = positions - pixel_grid(grid, positions.device).permute(2, 0, 1)
-            up = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
-            up = up * torch.tensor([size[1] / grid[1], size[0] / grid[0]], device=up.device).view(2, 1, 1)
-            frame = pixels_to_grid(points, src_size, size, "corner").long()  # truncation, as the official .long()
-            px, py = frame[:, 0].clamp(0, size[1] - 1), frame[:, 1].clamp(0, size[0] - 1)
-            predicted = torch.stack([px, py], -1).float() + up[:, py, px].T
-            cell = pixels_to_grid(torch.stack([px, py], -1).float(), size, grid, "center")
-            return grid_to_pixels(predicted, tgt_size, size, "corner"), self._sample(mass[None], cell)[0]
-        cell = pixels_to_grid(points, src_size, grid, "center")
-        # the displacement, extrapolated beyond the outermost cell centres exactly as `cells_to_flow` does
-        shift = positions - pixel_grid(grid, positions.device).permute(2, 0, 1)
-        target = cell + bilinear_extrapolate(shift, cell[:, None])[:, :, 0].T
-        return grid_to_pixels(target, tgt_size, grid, "center"), self._sample(mass[None], cell)[0].clamp(0, 1)
+    def _shift(self, field: torch.Tensor) -> torch.Tensor:
+        return field - pixel_grid(self.grid, field.device).permute(2, 0, 1)
 
-    @staticmethod
-    def _sample(maps: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """Bilinear (C, h, w) at (N, 2) cell xy (border cells extend outwards) -> (C, N)."""
-        h, w = maps.shape[-2:]
-        norm = torch.stack([cell[:, 0] / max(w - 1, 1), cell[:, 1] / max(h - 1, 1)], -1) * 2 - 1
-        return F.grid_sample(
-            maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border", align_corners=True
-        )[0, :, 0]
-
-    def _match(
-        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
-    ) -> list[MatchResult]:
-        positions, mass = self._cells(sources, targets)
-        out = []
-        for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
-            xy, score = self._transfer(positions[i], mass[i], p.to(self.device), tensor_hw(s), tensor_hw(t))
-            out.append(MatchResult(xy.cpu(), score.cpu()))
-        return out
-
-    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
-        positions, mass = self._cells(sources, targets)
-        out = []
-        for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
-            src_size, tgt_size = tensor_hw(s), tensor_hw(t)
-            pixels = pixel_grid(src_size, self.device)
-            if self.preset == "official":  # the point rule at every pixel
-                xy, score = self._transfer(positions[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)
-                flow = (xy - pixels.view(-1, 2)).T.reshape(2, *src_size)
-                out.append(FlowResult(flow.cpu(), score.view(src_size).cpu()))
-                continue
-            cell_map = torch.cat(
-                [
-                    grid_to_pixels(positions[i].permute(1, 2, 0), tgt_size, self.grid, "center").permute(2, 0, 1),
-                    mass[i][None],
-                ]
-            )
-            out.append(cells_to_flow(cell_map, pixels_to_grid(pixels, src_size, self.grid, "center")))
-        return out
+    def _target_cells(self, field: torch.Tensor) -> torch.Tensor:
+        return field.permute(1, 2, 0)

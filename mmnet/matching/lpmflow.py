@@ -36,8 +36,8 @@ from ..models.lpmflow import LPMFlow, LpmflowConfig
 from ..version import __version__
 from ..zoo._registry import get_pretrained_cfg, is_registered
 from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, read_config, resolve_files, sha256_of, source_of
-from .base import BaseMatcher, FlowResult, MatchResult, bilinear_extrapolate, cells_to_flow
-from .geometry import Convention, grid_to_pixels, pixel_grid, pixels_to_grid, tensor_hw
+from .flowfield import FlowFieldMatcher
+from .geometry import pixel_grid
 from .images import PreprocessConfig, prepare
 from .readouts import check_preset, window_mass
 
@@ -160,7 +160,7 @@ def load_lpmflow(
     return model.eval()
 
 
-class LpmflowMatcher(BaseMatcher):
+class LpmflowMatcher(FlowFieldMatcher):
     """Semantic correspondence with an LPMFlow model (`mmnet.models.lpmflow.LPMFlow`).
 
     Args:
@@ -216,10 +216,6 @@ class LpmflowMatcher(BaseMatcher):
         )
 
     @property
-    def convention(self) -> Convention:
-        return "corner" if self.preset == "official" else "center"
-
-    @property
     def grid(self) -> tuple[int, int]:
         return self.model.flow_size
 
@@ -236,62 +232,8 @@ class LpmflowMatcher(BaseMatcher):
         mass = F.interpolate(mass, size=self.grid, mode="bilinear", align_corners=False)[:, 0]
         return flow, mass
 
-    def _transfer(
-        self,
-        flow: torch.Tensor,
-        mass: torch.Tensor,
-        points: torch.Tensor,
-        src_size: tuple[int, int],
-        tgt_size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pair: (2, G, G) flow + (G, G) scores, (N, 2) source pixels -> target pixels, scores."""
-        grid = self.grid
-        if self.preset == "official":
-            size = self.preprocess.size
-            up = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
-            up = up * torch.tensor([size[1] / grid[1], size[0] / grid[0]], device=up.device).view(2, 1, 1)
-            frame = pixels_to_grid(points, src_size, size, "corner").long()  # truncation, as the official .long()
-            px, py = frame[:, 0].clamp(0, size[1] - 1), frame[:, 1].clamp(0, size[0] - 1)
-            predicted = torch.stack([px, py], -1).float() + up[:, py, px].T
-            cell = pixels_to_grid(torch.stack([px, py], -1).float(), size, grid, "center")
-            return grid_to_pixels(predicted, tgt_size, size, "corner"), self._sample(mass[None], cell)[0]
-        cell = pixels_to_grid(points, src_size, grid, "center")
-        # the flow, extrapolated beyond the outermost cell centres exactly as `cells_to_flow` does
-        target = cell + bilinear_extrapolate(flow, cell[:, None])[:, :, 0].T
-        return grid_to_pixels(target, tgt_size, grid, "center"), self._sample(mass[None], cell)[0].clamp(0, 1)
+    def _shift(self, field: torch.Tensor) -> torch.Tensor:
+        return field
 
-    @staticmethod
-    def _sample(maps: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """Bilinear (C, h, w) at (N, 2) cell xy (border cells extend outwards) -> (C, N)."""
-        h, w = maps.shape[-2:]
-        norm = torch.stack([cell[:, 0] / max(w - 1, 1), cell[:, 1] / max(h - 1, 1)], -1) * 2 - 1
-        return F.grid_sample(
-            maps[None].float(), norm[None, None], mode="bilinear", padding_mode="border", align_corners=True
-        )[0, :, 0]
-
-    def _match(
-        self, sources: list[torch.Tensor], targets: list[torch.Tensor], points: list[torch.Tensor]
-    ) -> list[MatchResult]:
-        flow, mass = self._run(sources, targets)
-        out = []
-        for i, (p, s, t) in enumerate(zip(points, sources, targets, strict=True)):
-            xy, score = self._transfer(flow[i], mass[i], p.to(self.device), tensor_hw(s), tensor_hw(t))
-            out.append(MatchResult(xy.cpu(), score.cpu()))
-        return out
-
-    def _flow(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> list[FlowResult]:
-        flow, mass = self._run(sources, targets)
-        out = []
-        for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
-            src_size, tgt_size = tensor_hw(s), tensor_hw(t)
-            pixels = pixel_grid(src_size, self.device)
-            if self.preset == "official":  # the point rule at every pixel
-                xy, score = self._transfer(flow[i], mass[i], pixels.view(-1, 2), src_size, tgt_size)
-                out.append(
-                    FlowResult((xy - pixels.view(-1, 2)).T.reshape(2, *src_size).cpu(), score.view(src_size).cpu())
-                )
-                continue
-            cells = pixel_grid(self.grid, self.device) + flow[i].permute(1, 2, 0)  # target cell xy per source cell
-            cell_map = torch.cat([grid_to_pixels(cells, tgt_size, self.grid, "center").permute(2, 0, 1), mass[i][None]])
-            out.append(cells_to_flow(cell_map, pixels_to_grid(pixels, src_size, self.grid, "center")))
-        return out
+    def _target_cells(self, field: torch.Tensor) -> torch.Tensor:
+        return pixel_grid(self.grid, field.device) + field.permute(1, 2, 0)

@@ -12,7 +12,8 @@ resume) is shared. The objectives:
 - LPMFlow: `mmnet.train.lpmflow.lpmflow_loss`: flow EPE (`flow_target`) + ``rptc_lambda(epoch) * L_RPTC`` with
   the `rptc_schedule` ``"code"`` or ``"supplement"``; the epoch is the trainer's (one pass over the data).
 
-Add a family: one `TrainFamily` in `FAMILIES` with an objective class taking ``(model, config)``.
+Add a family: one `TrainFamily` in `FAMILIES` with an `Objective` subclass taking ``(model, config)`` and
+implementing `Objective.loss`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from mmnet.errors import InputError
 
 if TYPE_CHECKING:
     from mmnet.train.trainer import TrainConfig
+
+#: One batch as `Objective.forward` takes it: src, tgt, src_kps, tgt_kps, valid.
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _resolve(path: str) -> Any:
@@ -53,27 +57,25 @@ class Objective(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def forward(
+        self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        return self.loss((src, tgt, src_kps, tgt_kps, valid))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The family's scalar loss of a batch ``(src, tgt, src_kps, tgt_kps, valid)`` (`forward`'s arguments)."""
+        raise NotImplementedError
+
 
 class MMNetObjective(Objective):
     def __init__(self, model: nn.Module, config: TrainConfig) -> None:
         super().__init__(model, config)
         self.convention, self.levels = config.convention, config.loss_levels
 
-    def forward(
-        self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
+    def loss(self, batch: Batch) -> torch.Tensor:
         from mmnet.train.loss import mmnet_loss
 
-        return mmnet_loss(
-            self.model,
-            src,
-            tgt,
-            src_kps,
-            tgt_kps,
-            valid,
-            self.convention,
-            self.levels,
-        )
+        return mmnet_loss(self.model, *batch, self.convention, self.levels)
 
 
 class CatsObjective(Objective):
@@ -82,21 +84,10 @@ class CatsObjective(Objective):
         self.objective = "flow" if config.objective == "default" else config.objective
         self.target = config.flow_target
 
-    def forward(
-        self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
+    def loss(self, batch: Batch) -> torch.Tensor:
         from mmnet.train.cats import cats_loss
 
-        return cats_loss(
-            self.model,
-            src,
-            tgt,
-            src_kps,
-            tgt_kps,
-            valid,
-            objective=self.objective,
-            target=self.target,
-        )[0]
+        return cats_loss(self.model, *batch, objective=self.objective, target=self.target)[0]
 
 
 class LpmflowObjective(Objective):
@@ -104,22 +95,10 @@ class LpmflowObjective(Objective):
         super().__init__(model, config)
         self.target, self.schedule = config.flow_target, config.rptc_schedule
 
-    def forward(
-        self, src: torch.Tensor, tgt: torch.Tensor, src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
+    def loss(self, batch: Batch) -> torch.Tensor:
         from mmnet.train.lpmflow import lpmflow_loss
 
-        return lpmflow_loss(
-            self.model,
-            src,
-            tgt,
-            src_kps,
-            tgt_kps,
-            valid,
-            self.epoch,
-            schedule=self.schedule,
-            target=self.target,
-        )[0]
+        return lpmflow_loss(self.model, *batch, self.epoch, schedule=self.schedule, target=self.target)[0]
 
 
 @dataclass(frozen=True)
