@@ -152,3 +152,12 @@ def test_refilter_applies_score_and_margin_to_an_earlier_csv(tmp_path: Path) -> 
     out = next(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
     assert stats == {"pairs_in": 1, "pairs_kept": 1, "points_kept": 2}
     assert out["XA"] == "10.0;60.0" and out["score"] == "0.900;0.800"  # 0.5 too low; x=2 on the border
+
+
+def test_several_validation_sets_are_averaged_first() -> None:
+    from mmnet.train.validate import _averaged
+
+    parts = [lambda model: {"pck@0.1": 60.0, "pck@0.05": 30.0}, lambda model: {"pck@0.1": 70.0, "pck@0.05": 40.0}]
+    metrics = _averaged(parts, ["PF-WILLOW", "CUB"], 0.1)(None)
+    assert next(iter(metrics.items())) == ("mean pck@0.1", 65.0)  # the trainer keeps the best by the first entry
+    assert metrics["PF-WILLOW pck@0.05"] == 30.0 and metrics["CUB pck@0.1"] == 70.0

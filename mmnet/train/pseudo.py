@@ -138,6 +138,12 @@ def _joined(values: torch.Tensor, digits: int = 1) -> str:
     return ";".join(f"{v:.{digits}f}" for v in values.tolist())
 
 
+def _point_columns(a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor) -> dict[str, str]:
+    """(K, 2) source and target points and (K,) scores -> the csv's XA, YA, XB, YB and score cells."""
+    columns = {"XA": a[:, 0], "YA": a[:, 1], "XB": b[:, 0], "YB": b[:, 1]}
+    return {k: _joined(v) for k, v in columns.items()} | {"score": _joined(scores, 3)}
+
+
 def pseudo_label(
     teacher: _Teacher,
     root: str | Path,
@@ -161,17 +167,8 @@ def pseudo_label(
         if len(a) < config.min_points:
             continue
         points_kept += len(a)
-        rows.append(
-            {
-                "source_image": src.relative_to(root).as_posix(),
-                "target_image": tgt.relative_to(root).as_posix(),
-                "XA": _joined(a[:, 0]),
-                "YA": _joined(a[:, 1]),
-                "XB": _joined(b[:, 0]),
-                "YB": _joined(b[:, 1]),
-                "score": _joined(scores, 3),
-            }
-        )
+        names = {"source_image": src.relative_to(root).as_posix(), "target_image": tgt.relative_to(root).as_posix()}
+        rows.append(names | _point_columns(a, b, scores))
     out_csv = Path(out_csv).expanduser()
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as fh:
@@ -204,16 +201,7 @@ def refilter(in_csv: str | Path, root: str | Path, out_csv: str | Path, config: 
         if len(a) < config.min_points:
             continue
         points_kept += len(a)
-        out.append(
-            {
-                **row,
-                "XA": _joined(a[:, 0]),
-                "YA": _joined(a[:, 1]),
-                "XB": _joined(b[:, 0]),
-                "YB": _joined(b[:, 1]),
-                "score": _joined(scores, 3),
-            }
-        )
+        out.append(row | _point_columns(a, b, scores))
     with open(out_csv, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["source_image"])
         writer.writeheader()
