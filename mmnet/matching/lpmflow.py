@@ -28,14 +28,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..errors import CheckpointError, InputError
 from ..models.lpmflow import LPMFlow, LpmflowConfig
 from ..version import __version__
 from ..zoo._registry import get_pretrained_cfg, is_registered
-from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, read_config, resolve_files, sha256_of, source_of
+from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, open_checkpoint, read_weights, source_of
 from .flowfield import FlowFieldMatcher
 from .geometry import pixel_grid
 from .images import PreprocessConfig, prepare
@@ -129,14 +128,9 @@ def load_lpmflow(
     source = name_or_path
     if isinstance(name_or_path, (str, Path)) and not _is_path(name_or_path) and is_registered(str(name_or_path)):
         source = source_of(get_pretrained_cfg(str(name_or_path)), str(name_or_path))
-    config_path, weights_path, sha256 = resolve_files(
+    config_path, weights_path, config = open_checkpoint(
         source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     )
-    if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
-        raise CheckpointError(
-            f"{weights_path} has sha256 {actual}, expected {sha256}: delete it and convert or download it again"
-        )
-    config = read_config(config_path)
     if not str(config.get("architecture", "")).startswith(PREFIX):
         raise CheckpointError(
             f"{config_path} describes {config.get('architecture')!r}, not an LPMFlow model "
@@ -148,10 +142,7 @@ def load_lpmflow(
         raise CheckpointError(f"{config_path}: {exc}") from exc
     with torch.device("meta"):
         model = LPMFlow(model_config)
-    try:
-        state = load_file(weights_path)
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from exc
+    state = read_weights(weights_path)
     model = model.to_empty(device="cpu")
     model.reset_buffers()
     load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(weights_path))

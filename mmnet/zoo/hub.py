@@ -269,6 +269,34 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: s
     model.load_state_dict(state, strict=True)
 
 
+def open_checkpoint(
+    source: Source | str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Find a checkpoint's files, check the registered sha256 of its weights and read its config.json:
+    -> (config path, weights path, config). Every family's loader starts here."""
+    config_path, weights_path, sha256 = resolve_files(
+        source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
+        raise CheckpointError(
+            f"{weights_path} has sha256 {actual}, expected {sha256}: the file is corrupted or "
+            "not the registered one; delete it and download or convert it again"
+        )
+    return config_path, weights_path, read_config(config_path)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """``model.safetensors`` -> its tensors; `CheckpointError` for a corrupted or truncated file."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is corrupted or truncated ({exc})") from exc
+
+
 def load_mmnet(
     source: Source | str | Path,
     *,
@@ -282,15 +310,9 @@ def load_mmnet(
     The model comes back in eval mode on the CPU, with its `preprocess` (and recommended `readout`) from the
     checkpoint's config.json.
     """
-    config_path, weights_path, sha256 = resolve_files(
+    config_path, weights_path, config = open_checkpoint(
         source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     )
-    if sha256 is not None and (actual := sha256_of(weights_path)) != sha256:
-        raise CheckpointError(
-            f"{weights_path} has sha256 {actual}, expected {sha256}: the file is corrupted or "
-            "not the registered one; delete it and download again"
-        )
-    config = read_config(config_path)
     from ..matching.readouts import ReadoutConfig
 
     try:
@@ -301,10 +323,7 @@ def load_mmnet(
         preprocess = PreprocessConfig.from_dict({**model.preprocess.to_dict(), **config.get("preprocess", {})})
     except (TypeError, ValueError) as exc:  # InputError is a ValueError
         raise CheckpointError(f"{config_path}: {exc}") from exc
-    try:
-        state = load_file(weights_path)
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights_path} is corrupted or truncated ({exc})") from exc
+    state = read_weights(weights_path)
     check_weights(state, str(weights_path), model.state_dict())
     load_state(model, state, str(weights_path))
     model.preprocess = preprocess
