@@ -46,14 +46,14 @@ class FeatureCache:
     def __init__(self, model: Any) -> None:
         self.inner, self.memo = model.pair_features, {}
 
-    def __call__(self, src: torch.Tensor, tgt: torch.Tensor, up_to: int = -1) -> Any:
+    def __call__(self, src: torch.Tensor, tgt: torch.Tensor, up_to: int = -1, batched: bool = True) -> Any:
         key = (
             hashlib.sha1(src.cpu().numpy().tobytes()).hexdigest(),
             hashlib.sha1(tgt.cpu().numpy().tobytes()).hexdigest(),
             up_to,
         )
         if key not in self.memo:
-            self.memo[key] = self.inner(src, tgt, up_to)
+            self.memo[key] = self.inner(src, tgt, up_to, batched)
         return self.memo[key]
 
 

@@ -84,6 +84,19 @@ def test_sparse_rows_equal_full_volume(tiny):
             torch.testing.assert_close(rows, full)
 
 
+def test_pair_features_one_image_at_a_time_equal_batched(tiny):
+    src, tgt = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        batched = tiny.pair_features(src, tgt, 2)
+        apart = tiny.pair_features(src, tgt, 2, batched=False)
+    for one, other in zip(batched, apart, strict=True):
+        assert len(one) == 3
+        for a, b in zip(one, other, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    matcher = mmnet.Matcher(tiny, device="cpu")
+    assert matcher._batch_images is False  # the CPU runs source and target apart: half the activation memory
+
+
 def test_soft_target_hand_computed():
     target = soft_target(torch.tensor([[[2.0, 1.0]]]), (3, 5))  # exactly on a cell: one-hot, then blurred
     kernel = gaussian_kernel(3, GAUSSIAN_SIGMA)

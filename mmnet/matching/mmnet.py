@@ -171,6 +171,12 @@ class Matcher(BaseMatcher):
             self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size, self.chunk_size
         )
 
+    @property
+    def _batch_images(self) -> bool:
+        """Whether source and target run through the network as one batch: not on the CPU, where a batch of two
+        costs what two single images cost and would double the activation memory."""
+        return self.device.type != "cpu"
+
     def _steps(self, count: int) -> list[slice]:
         """The pairs of each network forward: `micro_batch` at a time (default 1 on the CPU, all on a GPU)."""
         size = self.micro_batch or (count if self.device.type != "cpu" else 1)
@@ -195,7 +201,7 @@ class Matcher(BaseMatcher):
         for i, (p, hw) in enumerate(zip(points, src_sizes, strict=True)):
             padded[i, : len(p)] = pixels_to_grid(p.to(self.device), hw, size, conv)
         with self.autocast():
-            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level, batched=self._batch_images)
             src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             table = self._transport(src_feats, tgt_feats)
             read = []
@@ -217,7 +223,7 @@ class Matcher(BaseMatcher):
         src, src_sizes = self._inputs(sources)
         tgt, tgt_sizes = self._inputs(targets)
         with self.autocast():
-            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level)
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level, batched=self._batch_images)
             (h, w), tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
             if self.flow_search == "coarse-to-fine":

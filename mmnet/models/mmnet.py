@@ -158,10 +158,11 @@ class MMNet(nn.Module):
         return super().train(mode)
 
     def pair_features(
-        self, src: torch.Tensor, tgt: torch.Tensor, up_to: int = -1
+        self, src: torch.Tensor, tgt: torch.Tensor, up_to: int = -1, batched: bool = True
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Features of both images (levels 0..`up_to`); one backbone batch when their sizes agree."""
-        if src.shape == tgt.shape:
+        """Features of both images (levels 0..`up_to`); one backbone batch when their sizes agree and `batched`
+        (``batched=False`` runs them one after the other: the same features, half the activation memory)."""
+        if batched and src.shape == tgt.shape:
             both = self.features(torch.cat([src, tgt]), up_to)
             return [f[: len(src)] for f in both], [f[len(src) :] for f in both]
         return self.features(src, up_to), self.features(tgt, up_to)
