@@ -2,7 +2,8 @@
 
 A family subclasses `BaseMatcher` and implements `_match` and `_flow` on loaded images; the base class loads
 and checks the inputs, batches, masks source points outside their image, runs without autograd, and provides
-`warp`, `from_pretrained`, device and autocast handling. Conventions: docs/conventions.md.
+`warp`, `from_pretrained`, device and autocast handling; a family around a checkpoint's network subclasses
+`CheckpointMatcher`, which adds the registry's `create`. Conventions: docs/conventions.md.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -253,3 +254,44 @@ class BaseMatcher(ABC):
         """The source image resampled into the target's frame, (3, Ht, Wt) in [0, 1]: each target pixel takes
         the colour of the source point it matches (uses ``flow(target, source)``)."""
         return warp_image(load_image(source), self.flow(target, source).flow)
+
+
+_M = TypeVar("_M", bound="CheckpointMatcher")
+
+
+class CheckpointMatcher(BaseMatcher):
+    """A `BaseMatcher` around a network of a checkpoint family, its first argument: `create` builds or loads it.
+
+    A subclass sets `_new_model` and `_load_model` (e.g. ``staticmethod(load_cats)``).
+    """
+
+    @staticmethod
+    @abstractmethod
+    def _new_model(name: str) -> Any:
+        """A fresh, randomly initialised model of an architecture name."""
+
+    @staticmethod
+    @abstractmethod
+    def _load_model(
+        name_or_path: str | Path, *, revision: str | None, cache_dir: str | Path | None, local_files_only: bool
+    ) -> Any:
+        """The model of a registered name, hub repo id, folder or file (eval mode, CPU)."""
+
+    @classmethod
+    def create(
+        cls: type[_M],
+        name_or_path: str | Path,
+        *,
+        pretrained: bool = True,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> _M:
+        """The registry's matcher factory: weights (registered name, hub repo id, folder or file) in a matcher of
+        this class (``pretrained=False``: a fresh, randomly initialised model of the architecture); kwargs go to
+        the class."""
+        if not pretrained:
+            return cls(cls._new_model(str(name_or_path)), **kwargs)
+        model = cls._load_model(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        return cls(model, **kwargs)

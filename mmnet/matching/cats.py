@@ -23,7 +23,6 @@ cells around its most likely cell, interpolated like the positions.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +32,15 @@ from safetensors.torch import save_file
 from ..errors import CheckpointError, InputError
 from ..models.cats import CATs, CatsConfig
 from ..version import __version__
-from ..zoo._registry import get_pretrained_cfg, is_registered
-from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, open_checkpoint, read_weights, source_of
-from .flowfield import FlowFieldMatcher
+from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, read_weights
+from .flowfield import PRESETS as PRESETS
+from .flowfield import RENAMED as RENAMED
+from .flowfield import FlowFieldMatcher, is_path, open_family_checkpoint
 from .geometry import pixel_grid
-from .images import PreprocessConfig, prepare
-from .readouts import check_preset, window_mass
+from .images import PreprocessConfig
+from .readouts import window_mass
 
-PRESETS = ("exact", "official")
-#: Old names (accepted for one release with a DeprecationWarning; silently in a checkpoint's config.json).
-RENAMED = {"default": "exact"}
 PREFIX = "cats_"
-
-
-def _is_path(name_or_path: str | Path) -> bool:
-    return Path(name_or_path).expanduser().exists()
 
 
 def create_cats(name: str, pretrained: bool = False, pretrained_backbone: bool = False, **config: Any) -> CATs:
@@ -56,7 +49,7 @@ def create_cats(name: str, pretrained: bool = False, pretrained_backbone: bool =
     ``config`` overrides `CatsConfig` fields of a fresh model, e.g. ``hyperpixels="pfpascal"`` or ``depth=2``.
     """
     arch, _, tag = str(name).partition(".")
-    if pretrained or tag or _is_path(name):
+    if pretrained or tag or is_path(name):
         if config:
             raise InputError("config overrides cannot be combined with pretrained weights")
         return load_cats(name)
@@ -109,17 +102,14 @@ def load_cats(
 ) -> CATs:
     """A `CATs` from a registered name (``cats_resnet101.spair_official``), folder, safetensors file or hub id;
     strict loading, eval mode, CPU."""
-    source = name_or_path
-    if isinstance(name_or_path, (str, Path)) and not _is_path(name_or_path) and is_registered(str(name_or_path)):
-        source = source_of(get_pretrained_cfg(str(name_or_path)), str(name_or_path))
-    config_path, weights_path, config = open_checkpoint(
-        source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    config_path, weights_path, config = open_family_checkpoint(
+        name_or_path,
+        PREFIX,
+        "a CATs model (cats_<backbone>)",
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
     )
-    if not str(config.get("architecture", "")).startswith(PREFIX):
-        raise CheckpointError(
-            f"{config_path} describes {config.get('architecture')!r}, not a CATs model "
-            "(cats_<backbone>); load it with mmnet.create_matcher instead"
-        )
     try:
         model_config = CatsConfig.from_dict(config["model"])
     except (InputError, TypeError, ValueError) as exc:
@@ -134,7 +124,7 @@ def load_cats(
     return model.eval()
 
 
-class CatsMatcher(FlowFieldMatcher):
+class CatsMatcher(FlowFieldMatcher[CATs]):
     """Semantic correspondence with a CATs model (`mmnet.models.cats.CATs`).
 
     Args:
@@ -147,45 +137,9 @@ class CatsMatcher(FlowFieldMatcher):
         amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the scores 50 times).
     """
 
-    def __init__(
-        self,
-        model: CATs,
-        *,
-        device: str | torch.device | None = None,
-        preset: str | None = None,
-        input_size: tuple[int, int] | None = None,
-        amp: bool = False,
-    ) -> None:
-        preset = check_preset(preset, PRESETS, RENAMED) or check_preset(
-            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False
-        )
-        super().__init__(device, amp)
-        self.preset = preset
-        self.model = model.eval().to(self.device)
-        self.name = model.architecture
-        size = tuple(int(s) for s in input_size) if input_size else model.preprocess.size
-        if len(size) != 2 or min(size) < 32:
-            raise InputError(f"input_size must be (H, W) with both at least 32 pixels; got {input_size}")
-        self.preprocess: PreprocessConfig = replace(model.preprocess, size=size)
-
-    @classmethod
-    def create(
-        cls,
-        name_or_path: str | Path,
-        *,
-        pretrained: bool = True,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool = False,
-        **kwargs: Any,
-    ) -> CatsMatcher:
-        """The registry's matcher factory: weights (registered name, folder, file or hub id) in a `CatsMatcher`
-        (``pretrained=False``: a fresh, randomly initialised model of the architecture); kwargs go to the class."""
-        if not pretrained:
-            return cls(create_cats(str(name_or_path)), **kwargs)
-        return cls(
-            load_cats(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only), **kwargs
-        )
+    min_input_side = 32
+    _new_model = staticmethod(create_cats)
+    _load_model = staticmethod(load_cats)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -193,8 +147,7 @@ class CatsMatcher(FlowFieldMatcher):
 
     def _run(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per source cell: expected target cell xy (B, 2, h, w) and score (B, h, w)."""
-        src = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in sources])
-        tgt = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in targets])
+        src, tgt = self._inputs(sources), self._inputs(targets)
         with self.autocast():
             scores = self.model.scores(src, tgt).float()
         positions = self.model.softargmax(scores, return_positions=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +32,14 @@ from safetensors.torch import save_file
 from ..errors import CheckpointError, InputError
 from ..models.lpmflow import LPMFlow, LpmflowConfig
 from ..version import __version__
-from ..zoo._registry import get_pretrained_cfg, is_registered
-from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, open_checkpoint, read_weights, source_of
-from .flowfield import FlowFieldMatcher
+from ..zoo.hub import CONFIG_NAME, WEIGHTS_NAME, Source, load_state, read_weights
+from .flowfield import PRESETS, RENAMED, FlowFieldMatcher, is_path, open_family_checkpoint
 from .geometry import pixel_grid
-from .images import PreprocessConfig, prepare
+from .images import PreprocessConfig
 from .readouts import check_preset, window_mass
 
-PRESETS = ("exact", "official")
-#: Old names (accepted for one release with a DeprecationWarning; silently in a checkpoint's config.json).
-RENAMED = {"default": "exact"}
 PREFIX = "lpmflow_"
 OFFICIAL_INPUT_SIZE = (512, 512)
-
-
-def _is_path(name_or_path: str | Path) -> bool:
-    return Path(name_or_path).expanduser().exists()
 
 
 def create_lpmflow(
@@ -61,7 +52,7 @@ def create_lpmflow(
     ``config`` overrides `LpmflowConfig` fields of a fresh model, e.g. ``encoder_depth=4``.
     """
     arch, _, tag = str(name).partition(".")
-    if pretrained or tag or _is_path(name):
+    if pretrained or tag or is_path(name):
         if config or pretrained_backbone:
             raise InputError("config overrides and pretrained_backbone cannot be combined with pretrained weights")
         return load_lpmflow(name)
@@ -125,17 +116,14 @@ def load_lpmflow(
 ) -> LPMFlow:
     """An `LPMFlow` from a registered name (``lpmflow_vit_base_patch16.spair_official``), folder, safetensors file
     or hub id; strict loading, eval mode, CPU."""
-    source = name_or_path
-    if isinstance(name_or_path, (str, Path)) and not _is_path(name_or_path) and is_registered(str(name_or_path)):
-        source = source_of(get_pretrained_cfg(str(name_or_path)), str(name_or_path))
-    config_path, weights_path, config = open_checkpoint(
-        source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    config_path, weights_path, config = open_family_checkpoint(
+        name_or_path,
+        PREFIX,
+        "an LPMFlow model (lpmflow_<vit>)",
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
     )
-    if not str(config.get("architecture", "")).startswith(PREFIX):
-        raise CheckpointError(
-            f"{config_path} describes {config.get('architecture')!r}, not an LPMFlow model "
-            "(lpmflow_<vit>); load it with mmnet.create_matcher instead"
-        )
     try:
         model_config = LpmflowConfig.from_dict(config["model"])
     except (InputError, TypeError, ValueError) as exc:
@@ -151,7 +139,7 @@ def load_lpmflow(
     return model.eval()
 
 
-class LpmflowMatcher(FlowFieldMatcher):
+class LpmflowMatcher(FlowFieldMatcher[LPMFlow]):
     """Semantic correspondence with an LPMFlow model (`mmnet.models.lpmflow.LPMFlow`).
 
     Args:
@@ -164,47 +152,10 @@ class LpmflowMatcher(FlowFieldMatcher):
         amp: autocast on CUDA; off by default (beta = 0.02 amplifies rounding in the matching maps 50 times).
     """
 
-    def __init__(
-        self,
-        model: LPMFlow,
-        *,
-        device: str | torch.device | None = None,
-        preset: str | None = None,
-        input_size: tuple[int, int] | None = None,
-        amp: bool = False,
-    ) -> None:
-        preset = check_preset(preset, PRESETS, RENAMED) or check_preset(
-            model.readout.get("preset", "exact"), PRESETS, RENAMED, warn=False
-        )
-        super().__init__(device, amp)
-        self.preset = preset
-        self.model = model.eval().to(self.device)
-        self.name = model.architecture
-        default = OFFICIAL_INPUT_SIZE if preset == "official" else model.preprocess.size
-        size = tuple(int(s) for s in input_size) if input_size else tuple(default)
-        if len(size) != 2 or min(size) < 16:
-            raise InputError(f"input_size must be (H, W) with both at least 16 pixels; got {input_size}")
-        self.preprocess: PreprocessConfig = replace(model.preprocess, size=size)
-
-    @classmethod
-    def create(
-        cls,
-        name_or_path: str | Path,
-        *,
-        pretrained: bool = True,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool = False,
-        **kwargs: Any,
-    ) -> LpmflowMatcher:
-        """The registry's matcher factory: weights (registered name, folder, file or hub id) in an
-        `LpmflowMatcher` (``pretrained=False``: a fresh, randomly initialised model); kwargs go to the class."""
-        if not pretrained:
-            return cls(create_lpmflow(str(name_or_path)), **kwargs)
-        return cls(
-            load_lpmflow(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only),
-            **kwargs,
-        )
+    min_input_side = 16
+    official_input_size = OFFICIAL_INPUT_SIZE
+    _new_model = staticmethod(create_lpmflow)
+    _load_model = staticmethod(load_lpmflow)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -212,8 +163,7 @@ class LpmflowMatcher(FlowFieldMatcher):
 
     def _run(self, sources: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Flow (B, 2, G, G) in cells of the flow grid and a score map (B, G, G)."""
-        src = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in sources])
-        tgt = torch.cat([prepare(t[None].to(self.device), self.preprocess) for t in targets])
+        src, tgt = self._inputs(sources), self._inputs(targets)
         with self.autocast():
             out = self.model(src, tgt)
         flow, corr = out.flow.float(), out.corr.float()

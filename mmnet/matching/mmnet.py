@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..models.mmnet import MMNet, MMNetConfig
 from ..zoo._factory import from_pretrained
 from . import coarse_to_fine
-from .base import BaseMatcher, FlowResult, MatchResult, cells_to_flow
+from .base import CheckpointMatcher, FlowResult, MatchResult, cells_to_flow
 from .geometry import Convention, bilinear_cells, blend_rows, grid_to_pixels, pixel_grid, pixels_to_grid
 from .images import PreprocessConfig, prepare
 from .readouts import OFFICIAL_INPUT_SIZE, PRESETS, ReadoutConfig, check_preset, read_scores
@@ -45,7 +45,7 @@ def create_mmnet(name: str, pretrained: bool = False, pretrained_backbone: bool 
     return MMNet(MMNetConfig(backbone=arch.removeprefix("mmnet_"), **config), pretrained_backbone=pretrained_backbone)
 
 
-class Matcher(BaseMatcher):
+class Matcher(CheckpointMatcher):
     """Semantic correspondence between image pairs with an MMNet.
 
     Args:
@@ -68,6 +68,9 @@ class Matcher(BaseMatcher):
             inference-only; same outputs up to float rounding). `Matcher.create` / `from_pretrained` do it for
             the model they load; off for a model you pass, which you may still want to train.
     """
+
+    _new_model = staticmethod(create_mmnet)
+    _load_model = staticmethod(from_pretrained)
 
     def __init__(
         self,
@@ -122,23 +125,11 @@ class Matcher(BaseMatcher):
             raise InputError("flow_search='coarse-to-fine' needs a per-row readout (argmax or softargmax), not 'ot'")
 
     @classmethod
-    def create(
-        cls,
-        name_or_path: str | Path,
-        *,
-        pretrained: bool = True,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool = False,
-        **kwargs: Any,
-    ) -> Matcher:
-        """The registry's matcher factory: weights (registered name, hub repo id, folder or file) wrapped in a
-        `Matcher` (``pretrained=False``: a fresh model of the architecture); kwargs go to `Matcher`."""
-        kwargs.setdefault("fold_batchnorm", True)  # the model is ours: fold it for inference
-        if not pretrained:
-            return cls(create_mmnet(str(name_or_path)), **kwargs)
-        model = from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-        return cls(model, **kwargs)
+    def create(cls, name_or_path: str | Path, **kwargs: Any) -> Matcher:
+        """`CheckpointMatcher.create` (``pretrained``, ``revision``, ``cache_dir``, ``local_files_only``; kwargs
+        go to `Matcher`), with ``fold_batchnorm=True`` by default: the model is ours, fold it for inference."""
+        kwargs.setdefault("fold_batchnorm", True)
+        return super().create(name_or_path, **kwargs)
 
     @property
     def convention(self) -> Convention:
