@@ -40,6 +40,7 @@ import torch
 from ...errors import CheckpointError, InputError, WeightsNotFoundError
 from ...models.cats import HYPERPIXELS, CATs, CatsConfig, parse_hyperpixels
 from ..safe_pickle import load_namespace
+from ._common import finish_conversion
 from .mmnet import read_official
 
 BACKBONE_PREFIX = "feature_extraction.backbone."
@@ -311,29 +312,15 @@ def convert_cats(
         absent_dead=[k for k in dead if k not in state],
     )
     model.readout = {"preset": "official"}
-    if out is not None:
-        result.out = save_cats(
-            model,
-            out,
-            dtype=dtype,
-            extra={
-                "converted_from": {
-                    "format": "official CATs checkpoint (SunghwanHong/Cost-Aggregation-transformers)",
-                    "file": weights.name,
-                    "sha256": result.sha256,
-                    "args": args_source,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "dropped_dead_keys": dropped,
-                    "dropped_values": result.dropped_values,
-                }
-            },
-        )
-    if log is not None:
-        log(result.summary())
-        if result.out is not None:
-            log(
-                f"wrote    {result.out / 'model.safetensors'} and config.json\n"
-                f"use      mmnet.create_matcher({str(result.out)!r})  "
-                "# official readout (256x256, truncated points); preset='exact' for mmnet's"
-            )
+    converted_from = {
+        "format": "official CATs checkpoint (SunghwanHong/Cost-Aggregation-transformers)",
+        "file": weights.name,
+        "sha256": result.sha256,
+        "args": args_source,
+        "dtype": str(dtype).removeprefix("torch."),
+        "dropped_dead_keys": dropped,
+        "dropped_values": result.dropped_values,
+    }
+    use = "mmnet.create_matcher({})  # official readout (256x256, truncated points); preset='exact' for mmnet's"
+    finish_conversion(result, save_cats, out, converted_from, log, use, dtype=dtype)
     return result

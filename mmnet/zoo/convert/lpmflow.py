@@ -39,6 +39,7 @@ from ...models.lpmflow import (
     larl_relative_index,
     swin_relative_index,
 )
+from ._common import finish_conversion
 
 Role = Literal["mapped", "resized", "training", "alias", "index", "dead"]
 OFFICIAL_SOURCE = "YXSUNMADMAX/LPMFlow @ 8ac9737 (model_best.pth + args.pkl)"
@@ -407,34 +408,18 @@ def convert_lpmflow(
     except CheckpointError as exc:
         raise CheckpointError(f"{checkpoint}: {exc}") from exc
     result = LpmflowConversion(model, checkpoint, sha256_of(checkpoint), report, args)
-    if out is not None:
-        plain_args = {k: v for k, v in (args or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}
-        result.out = save_lpmflow(
-            model,
-            out,
-            dtype=dtype,
-            readout=dict(OFFICIAL_READOUT),
-            extra={
-                "converted_from": {
-                    "format": OFFICIAL_SOURCE,
-                    "file": checkpoint.name,
-                    "sha256": result.sha256,
-                    "args": plain_args,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "dropped_dead_keys": report.roles.get("dead", []),
-                    "aliases_checked": report.roles.get("alias", []),
-                    "note": "backbone position table resized 14x14 -> 16x16 once (DINO bicubic, scale (16.1/14))",
-                }
-            },
-        )
-    if log is not None:
-        log(result.summary())
-        if result.out is not None:
-            log(
-                f"wrote    {result.out / 'model.safetensors'} and config.json\n"
-                f"use      mmnet.create_matcher({str(result.out)!r})  # official readout; "
-                f"preset='exact' for the library's"
-            )
+    converted_from = {
+        "format": OFFICIAL_SOURCE,
+        "file": checkpoint.name,
+        "sha256": result.sha256,
+        "args": {k: v for k, v in (args or {}).items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "dtype": str(dtype).removeprefix("torch."),
+        "dropped_dead_keys": report.roles.get("dead", []),
+        "aliases_checked": report.roles.get("alias", []),
+        "note": "backbone position table resized 14x14 -> 16x16 once (DINO bicubic, scale (16.1/14))",
+    }
+    use = "mmnet.create_matcher({})  # official readout; preset='exact' for the library's"
+    finish_conversion(result, save_lpmflow, out, converted_from, log, use, dtype=dtype, readout=dict(OFFICIAL_READOUT))
     return result
 
 

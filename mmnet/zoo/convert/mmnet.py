@@ -33,6 +33,7 @@ from ...errors import CheckpointError, InputError, WeightsNotFoundError
 from ...matching.readouts import OFFICIAL_INPUT_SIZE, OFFICIAL_READOUT
 from ...models.mmnet import MMNet, MMNetConfig
 from ..hub import check_weights, save_pretrained, sha256_of
+from ._common import finish_conversion
 
 #: Backbone names as the official code spells them (``--backbone_name``) -> mmnet backbone names.
 OFFICIAL_BACKBONES: dict[str, str] = {
@@ -326,30 +327,17 @@ def convert_official(
         dropped_values=sum(state[k].numel() for k in dropped),
         absent_dead=[k for k in dead if k not in state],
     )
-    if out is not None:
-        result.out = save_pretrained(
-            model,
-            out,
-            dtype=dtype,
-            readout=model.readout,
-            extra={
-                "converted_from": {
-                    "format": "official MMNet state_dict (wintersun661/MMNet)",
-                    "file": source.name,
-                    "sha256": result.sha256,
-                    "backbone": backbone,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "dropped_dead_keys": dropped,
-                    "dropped_values": result.dropped_values,
-                }
-            },
-        )
-    if log is not None:
-        log(result.summary())
-        if result.out is not None:
-            log(
-                f"wrote    {result.out / 'model.safetensors'} ({str(dtype).removeprefix('torch.')}) and config.json\n"
-                f"use      mmnet.Matcher.from_pretrained({str(result.out)!r})  "
-                "# official readout: level 2, argmax, corner; 224x320 input"
-            )
+    converted_from = {
+        "format": "official MMNet state_dict (wintersun661/MMNet)",
+        "file": source.name,
+        "sha256": result.sha256,
+        "backbone": backbone,
+        "dtype": str(dtype).removeprefix("torch."),
+        "dropped_dead_keys": dropped,
+        "dropped_values": result.dropped_values,
+    }
+    use = "mmnet.Matcher.from_pretrained({})  # official readout: level 2, argmax, corner; 224x320 input"
+    finish_conversion(
+        result, save_pretrained, out, converted_from, log, use, dtype=dtype, show_dtype=True, readout=model.readout
+    )
     return result
