@@ -28,7 +28,8 @@ from ..errors import InputError
 from ..matching.geometry import bilinear_cells, blend_rows, pixels_to_grid
 from ..models.cats import CATs
 from .loss import soft_target, softmax_bce
-from .lpmflow import flow_loss as _keypoint_flow_loss
+from .lpmflow import flow_loss as _flow_loss
+from .lpmflow import official_flow_target as _official_flow_target
 
 Target = Literal["keypoints", "official"]
 
@@ -42,23 +43,8 @@ def official_flow_target(
     window: tuple[int, int] = (-9, 25),
 ) -> torch.Tensor:
     """The official CATs ground-truth flow (module docstring): keypoints (B, N, 2) in the `frame` x `frame` image ->
-    (B, 2, grid, grid) in cells on the source grid, zeros where no keypoint reaches."""
-    stride = frame // grid
-    out = torch.zeros(src_kps.shape[0], 2, grid, grid, device=src_kps.device)
-    starts = torch.arange(grid, device=src_kps.device) * stride
-    lo, hi = starts + window[0], starts + window[1]
-    for b in range(src_kps.shape[0]):
-        src, tgt = src_kps[b][valid[b]], tgt_kps[b][valid[b]]
-        if not len(src):
-            continue
-        inside_x = (src[:, 0, None] >= lo) & (src[:, 0, None] <= hi)  # (N, grid) over columns
-        inside_y = (src[:, 1, None] >= lo) & (src[:, 1, None] <= hi)  # (N, grid) over rows
-        inside = inside_y[:, :, None] & inside_x[:, None, :]  # (N, grid, grid)
-        mean = (inside[..., None] * src[:, None, None, :]).sum(0) / inside.sum(0).clamp(min=1)[..., None]
-        last = torch.where(inside, torch.arange(len(src), device=src.device)[:, None, None], -1).amax(0)
-        value = (tgt[last.clamp(min=0)] - mean) / stride
-        out[b] = torch.where((last >= 0)[None], value.permute(2, 0, 1), out[b])
-    return out
+    (B, 2, grid, grid) in cells on the source grid, zeros where no keypoint reaches (LPMFlow's rule, CATs' window)."""
+    return _official_flow_target(src_kps, tgt_kps, valid, grid, frame, window)
 
 
 def cats_flow_loss(
@@ -71,24 +57,8 @@ def cats_flow_loss(
     target: Target = "keypoints",
 ) -> torch.Tensor:
     """End-point error of a (B, 2, g, g) source -> target flow in cells against keypoint pairs in pixels of the model
-    inputs (sizes `src_size` / `tgt_size`); ``target`` as in the module docstring."""
-    if target == "keypoints":
-        return _keypoint_flow_loss(flow, src_kps, tgt_kps, valid, src_size, tgt_size, "keypoints")
-    if target != "official":
-        raise InputError(f"unknown flow target {target!r}; choose 'keypoints' or 'official'")
-    grid = flow.shape[-1]
-    frame = 16 * grid
-    gt = official_flow_target(
-        pixels_to_grid(src_kps, src_size, (frame, frame), "corner"),
-        pixels_to_grid(tgt_kps, tgt_size, (frame, frame), "corner"),
-        valid,
-        grid,
-        frame,
-    )
-    mask = (gt != 0).any(1)
-    if not mask.any():
-        return flow.sum() * 0
-    return (flow - gt).norm(dim=1)[mask].mean()
+    inputs (sizes `src_size` / `tgt_size`); ``target`` as in the module docstring (LPMFlow's loss, CATs' frame)."""
+    return _flow_loss(flow, src_kps, tgt_kps, valid, src_size, tgt_size, target, stride=16, window=(-9, 25))
 
 
 def cats_keypoint_loss(

@@ -77,14 +77,20 @@ def rptc_loss(tokens: torch.Tensor, replaced: torch.Tensor, grid: int, temperatu
 
 
 def official_flow_target(
-    src_kps: torch.Tensor, tgt_kps: torch.Tensor, valid: torch.Tensor, grid: int = 128, frame: int = 512
+    src_kps: torch.Tensor,
+    tgt_kps: torch.Tensor,
+    valid: torch.Tensor,
+    grid: int = 128,
+    frame: int = 512,
+    window: tuple[int, int] = (-15, 19),
 ) -> torch.Tensor:
     """The official dense ground truth (see the module docstring): keypoints in the `frame` x `frame` image ->
-    (B, 2, grid, grid) flow in grid cells, zeros where no keypoint reaches."""
+    (B, 2, grid, grid) flow in grid cells, zeros where no keypoint reaches. Cell (i, j) owns the box x in
+    [stride * j + window[0], stride * j + window[1]], likewise y with i (CATs' rule too, with its own window)."""
     stride = frame // grid
     out = torch.zeros(src_kps.shape[0], 2, grid, grid, device=src_kps.device)
-    centres = torch.arange(grid, device=src_kps.device) * stride
-    lo, hi = centres - 15, centres + 19
+    starts = torch.arange(grid, device=src_kps.device) * stride
+    lo, hi = starts + window[0], starts + window[1]
     for b in range(src_kps.shape[0]):
         src, tgt = src_kps[b][valid[b]], tgt_kps[b][valid[b]]
         if not len(src):
@@ -109,15 +115,19 @@ def flow_loss(
     src_size: Sequence[int],
     tgt_size: Sequence[int],
     target: Literal["keypoints", "official"] = "keypoints",
+    *,
+    stride: int = 4,
+    window: tuple[int, int] = (-15, 19),
 ) -> torch.Tensor:
     """Sparse end-point error of a (B, 2, G, G) source -> target flow (grid cells) against keypoint pairs
-    (B, N, 2) in pixels of the model inputs of sizes `src_size` / `tgt_size`, with a (B, N) validity mask."""
+    (B, N, 2) in pixels of the model inputs of sizes `src_size` / `tgt_size`, with a (B, N) validity mask.
+    The official target lives in the (stride * G)-pixel frame with the cell boxes `window` (LPMFlow's by default)."""
     grid = flow.shape[-2:]
     if target == "official":
-        frame = (4 * grid[0], 4 * grid[1])
+        frame = (stride * grid[0], stride * grid[1])
         src = pixels_to_grid(src_kps, src_size, frame, "corner")
         tgt = pixels_to_grid(tgt_kps, tgt_size, frame, "corner")
-        gt = official_flow_target(src, tgt, valid, grid[0], frame[0])
+        gt = official_flow_target(src, tgt, valid, grid[0], frame[0], window)
         mask = (gt != 0).any(1)
         if not mask.any():
             return flow.sum() * 0
