@@ -261,3 +261,11 @@ def test_reports_and_curve_plot(tmp_path):
     assert header.startswith("model,dataset,split,threshold,frame,group") and len(rows) == 4
     png = plot_pck_curves([res, res], tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curve_legend_names_a_folder_by_its_last_part():
+    from mmnet.eval.plot import _label
+
+    assert _label("/root/.cache/mmnet/runs/release/mmnet_efficientnet_lite2.v2") == "mmnet_efficientnet_lite2.v2"
+    assert _label("runs/r6/best/") == "best"
+    assert _label("mmnet_efficientnet_lite2.cub_photos") == "mmnet_efficientnet_lite2.cub_photos"

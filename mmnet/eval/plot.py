@@ -19,6 +19,11 @@ def _matplotlib() -> Any:
     return Figure, FigureCanvasAgg
 
 
+def _label(model: str) -> str:
+    """A legend entry: a registered name as is, a folder or file by its last part (a full path overflows)."""
+    return Path(model).name or model if ("/" in model or "\\" in model) else model
+
+
 def plot_pck_curves(
     results: Sequence[EvalResult],
     path: str | Path,
@@ -35,7 +40,7 @@ def plot_pck_curves(
     ax = fig.add_subplot()
     for r in results:
         xs, ys = r.curve(alphas, mean)
-        ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.5, label=r.model)
+        ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.5, label=_label(r.model))
     first = results[0]
     ax.set_xlabel(f"alpha (threshold {first.threshold}, frame {first.frame_name})")
     ax.set_ylabel(f"PCK (%), per-{mean} mean")
@@ -43,7 +48,7 @@ def plot_pck_curves(
     ax.set_ylim(0.0, 100.0)
     ax.grid(True, alpha=0.3)
     ax.set_title(title or f"{first.dataset} {first.split}, {first.n_pairs} pairs")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
