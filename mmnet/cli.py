@@ -282,6 +282,7 @@ KINDS = {
     "trained": "trained weights, ready to match",
     "backbone-only": "training-free matcher on an ImageNet backbone, ready to match",
     "conversion": "the authors' weights: download and convert once (mmnet models --details NAME says how)",
+    "retired": "superseded weights no longer shipped (mmnet models --details NAME says how to restore them)",
     "architecture": "a network to train (create_model / torch.hub, pretrained=False); no weights of its own",
 }
 
@@ -290,7 +291,7 @@ def model_rows() -> list[tuple[str, str, str]]:
     """(name, kind, what) for every name `from_pretrained`, `create_matcher`, `create_model` and torch.hub
     accept: registered weights (``arch.tag``), training-free matchers, and architectures to train."""
     from .zoo import get_pretrained_cfg, list_models
-    from .zoo._registry import get_model_entry
+    from .zoo._registry import get_model_entry, pretrained_tags
     from .zoo.hub import released_dir
 
     rows = []
@@ -299,20 +300,19 @@ def model_rows() -> list[tuple[str, str, str]]:
         cfg = get_pretrained_cfg(name)
         entry = get_model_entry(name)
         on_disk = cfg.local_dir is not None and released_dir(cfg.local_dir).exists()
+        bundled = cfg.local_dir is not None and not Path(cfg.local_dir).is_absolute()
         if on_disk:
-            where = "converted, on disk" if Path(cfg.local_dir or "").is_absolute() else "bundled with the package"
+            where = "bundled with the package" if bundled else "converted, on disk"
         else:
-            where = f"hub {cfg.hub_id}" if cfg.hub_id else "not converted yet"
-        ready = cfg.hub_id is not None or on_disk
-        rows.append(
-            (name, "trained" if ready else "conversion", f"{entry.description}; {where}; licence {cfg.license}")
-        )
+            where = f"hub {cfg.hub_id}" if cfg.hub_id else "no longer bundled" if bundled else "not converted yet"
+        kind = "trained" if cfg.hub_id is not None or on_disk else "retired" if bundled else "conversion"
+        rows.append((name, kind, f"{entry.description}; {where}; licence {cfg.license}"))
     for arch in list_models():
         entry = get_model_entry(arch)
         if entry.model is None:
             rows.append((arch, "backbone-only", entry.description))
             continue
-        tagged = [w for w in weights if w.partition(".")[0] == arch]
+        tagged = pretrained_tags(arch)
         what = entry.description + (f"; as a matcher name: {tagged[0]}" if tagged else "")
         rows.append((arch, "architecture", what))
     return rows

@@ -191,6 +191,8 @@ def test_models_lists_every_name_the_factories_accept_with_its_kind(capsys):
     rows = {name: kind for name, kind, _ in model_rows()}
     assert set(rows) == set(mmnet.list_models()) | set(mmnet.list_models(pretrained=True))
     assert rows["mmnet_efficientnet_lite2.cub_photos"] == "trained"
+    assert rows["mmnet_efficientnet_lite2.cub_caltech101"] == "retired"  # superseded, its folder no longer ships
+    assert rows["mmnet_efficientnet_lite2"] == "architecture"
     assert rows["scot_efficientnet_lite2"] == "backbone-only" and rows["mmnet_resnet50"] == "architecture"
     assert {rows[n] for n in mmnet.list_models("cats_*", pretrained=True)} <= {"conversion", "trained"}
     assert main(["models", "--kind", "backbone-only"]) == 0
@@ -198,6 +200,8 @@ def test_models_lists_every_name_the_factories_accept_with_its_kind(capsys):
     assert "scot_resnet50" in printed and "mmnet_efficientnet_lite2.cub_photos" not in printed
     assert main(["models", "mmnet_fcn_resnet101.spair_official", "--details"]) == 0
     assert "convert-official" in capsys.readouterr().out
+    assert main(["models", "mmnet_efficientnet_lite2", "--details"]) == 0  # the default is the first registered tag
+    assert "as a matcher name: mmnet_efficientnet_lite2.cub_caltech101_v2" in capsys.readouterr().out
     assert main(["models", "nothing*"]) == 1
 
 

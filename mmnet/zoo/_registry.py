@@ -89,10 +89,15 @@ def is_registered(name: str) -> bool:
     return name in _PRETRAINED or name.partition(".")[0] in _architectures()
 
 
+def pretrained_tags(arch: str) -> list[str]:
+    """The ``arch.tag`` names of `arch`'s weights in registration order (the first is the architecture's default)."""
+    return [n for n in _PRETRAINED if n.partition(".")[0] == arch]
+
+
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
-    """The cfg of ``arch.tag``, or of the first tag of ``arch`` when no tag is given."""
+    """The cfg of ``arch.tag``, or of the first registered tag of ``arch`` when no tag is given."""
     if "." not in name:
-        tags = [n for n in sorted(_PRETRAINED) if n.startswith(name + ".")]
+        tags = pretrained_tags(name)
         if not tags:
             get_model_entry(name)
             raise UnknownModelError(
