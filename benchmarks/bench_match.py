@@ -171,12 +171,14 @@ def cpu_variants(backbone: str, size: tuple[int, int], repeats: int, compile_: b
 
 
 def memory_case(backbone: str, size: tuple[int, int], mode: str) -> dict:
-    """Peak RSS of a fresh process: total (imports included) and the growth over the model-built baseline."""
+    """Peak RSS of a fresh process: total (imports included) and the growth over the model-built baseline.
+    A mode ending in ``-apart`` runs source and target one after the other (``Matcher(pair_batch=False)``)."""
 
     def rss() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    matcher = _matcher(backbone, size, "cpu")
+    mode, apart = mode.removesuffix("-apart"), mode.endswith("-apart")
+    matcher = _matcher(backbone, size, "cpu", pair_batch=not apart)
     (src,), (tgt,), kpts = _inputs(size, 1)
     base = rss()
     with torch.inference_mode():

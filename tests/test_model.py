@@ -93,8 +93,13 @@ def test_pair_features_one_image_at_a_time_equal_batched(tiny):
         assert len(one) == 3
         for a, b in zip(one, other, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    matcher = mmnet.Matcher(tiny, device="cpu")
-    assert matcher._batch_images is False  # the CPU runs source and target apart: half the activation memory
+    src_img, tgt_img = torch.rand(3, 64, 96), torch.rand(3, 64, 96)
+    points = torch.tensor([[10.0, 12.0], [50.0, 40.0]])
+    batched = mmnet.Matcher(tiny, device="cpu").match(src_img, tgt_img, points)
+    apart = mmnet.Matcher(tiny, device="cpu", pair_batch=False).match(src_img, tgt_img, points)
+    torch.testing.assert_close(apart.keypoints, batched.keypoints, rtol=0, atol=1e-3)
+    with pytest.raises(InputError, match="pair_batch"):
+        mmnet.Matcher(tiny, pair_batch="no")
 
 
 def test_soft_target_hand_computed():

@@ -61,6 +61,9 @@ class Matcher(CheckpointMatcher):
         chunk_size: source cells per step in dense flow, and keypoints per step in `match`.
         micro_batch: pairs per network forward in `match_batch` / `flow_batch` (default: 1 on the CPU, where
             larger batches made each image slower (see docs/benchmarks.md), all pairs at once on a GPU).
+        pair_batch: run each pair's source and target through the network as one batch (default). False runs
+            them one after the other: the same outputs with half the activation memory, 4-11% slower on a CPU
+            (docs/benchmarks.md).
         flow_search: ``"exact"`` (default): dense flow scores every target cell; ``"coarse-to-fine"``: the
             coarsest level is searched whole and each finer level only within `search_radius` cells of the up-
             sampled coarser best match (much faster on large images; accuracy in docs/benchmarks.md).
@@ -82,6 +85,7 @@ class Matcher(CheckpointMatcher):
         amp: bool | None = None,
         chunk_size: int = 2048,
         micro_batch: int | None = None,
+        pair_batch: bool = True,
         flow_search: str = "exact",
         search_radius: int = 3,
         fold_batchnorm: bool = False,
@@ -97,6 +101,7 @@ class Matcher(CheckpointMatcher):
             check_bool("amp", amp)
         self.chunk_size = check_int("chunk_size", chunk_size, min=1)
         self.micro_batch = None if micro_batch is None else check_int("micro_batch", micro_batch, min=1)
+        self.pair_batch = check_bool("pair_batch", pair_batch)
         self.flow_search = check_choice("flow_search", flow_search, ("exact", "coarse-to-fine"))
         self.search_radius = check_int("search_radius", search_radius, min=0)
         check_bool("fold_batchnorm", fold_batchnorm)
@@ -162,12 +167,6 @@ class Matcher(CheckpointMatcher):
             self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size, self.chunk_size
         )
 
-    @property
-    def _batch_images(self) -> bool:
-        """Whether source and target run through the network as one batch: not on the CPU, where a batch of two
-        costs what two single images cost and would double the activation memory."""
-        return self.device.type != "cpu"
-
     def _steps(self, count: int) -> list[slice]:
         """The pairs of each network forward: `micro_batch` at a time (default 1 on the CPU, all on a GPU)."""
         size = self.micro_batch or (count if self.device.type != "cpu" else 1)
@@ -192,7 +191,7 @@ class Matcher(CheckpointMatcher):
         for i, (p, hw) in enumerate(zip(points, src_sizes, strict=True)):
             padded[i, : len(p)] = pixels_to_grid(p.to(self.device), hw, size, conv)
         with self.autocast():
-            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level, batched=self._batch_images)
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level, batched=self.pair_batch)
             src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             table = self._transport(src_feats, tgt_feats)
             read = []
@@ -214,7 +213,7 @@ class Matcher(CheckpointMatcher):
         src, src_sizes = self._inputs(sources)
         tgt, tgt_sizes = self._inputs(targets)
         with self.autocast():
-            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level, batched=self._batch_images)
+            src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level, batched=self.pair_batch)
             (h, w), tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
             if self.flow_search == "coarse-to-fine":
