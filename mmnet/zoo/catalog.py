@@ -99,7 +99,7 @@ register_pretrained(
             },
             "measured": "2026-11-30, mmnet eval defaults (original pixels, the checkpoint's ot readout), model card",
         },
-        notes="mmnet_efficientnet_lite2.cub_caltech101 fine-tuned for 3,500 more steps (98 minutes of a 2-core CPU) "
+        notes="mmnet_efficientnet_lite2.cub_caltech101 fine-tuned for 3,500 more steps (99 minutes of a 2-core CPU) "
         "on CUB pairs, Caltech-101 pairs pseudo-labelled by SCOT and by the student, and synthetic warps; see the "
         "model card",
     ),
