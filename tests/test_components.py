@@ -141,3 +141,25 @@ def test_upsample_nearest_follows_nearest_indices(small, big):
     x = torch.randn(2, 3, *small)
     expected = x.index_select(2, nearest_indices(big[0], small[0])).index_select(3, nearest_indices(big[1], small[1]))
     torch.testing.assert_close(upsample_nearest(x, big), expected)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_local_attention_equals_gathered_cosine_softmax(kernel_size):
+    """The offset-by-offset forward equals the textbook form: unfold k x k neighbourhoods, F.cosine_similarity,
+    softmax, weighted sum (zero feature vectors included)."""
+    torch.manual_seed(0)
+    att = LocalSelfAttention(21, kernel_size=kernel_size).double()
+    x = torch.randn(2, 21, 6, 7, dtype=torch.float64)
+    x[..., :2, :2] = 0
+    with torch.no_grad():
+        att.phi.bias.zero_()
+        b, _, h, w = x.shape
+        pad = kernel_size // 2
+
+        def gather(t):
+            cols = F.unfold(F.pad(t, (pad, pad, pad, pad), mode="replicate"), kernel_size)
+            return cols.view(b, t.shape[1], kernel_size**2, h, w)
+
+        weights = F.cosine_similarity(att.theta(x).unsqueeze(2), gather(att.phi(x)), dim=1).softmax(dim=1)
+        expected = x + att.back((gather(att.g(x)) * weights.unsqueeze(1)).sum(dim=2))
+        torch.testing.assert_close(att(x), expected, rtol=1e-12, atol=1e-12)
