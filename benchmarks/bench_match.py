@@ -10,6 +10,7 @@ Random weights (speed does not depend on them), 20 keypoints per pair. CPU secti
   batch    8 single `match` calls vs one `match_batch` of 8 pairs
   flow     exact dense flow vs coarse-to-fine (--flow-sizes)
   variants keypoint transfer: eager vs channels_last vs torch.compile (backbone), same model
+  malloc   keypoint transfer with glibc's default malloc vs `mmnet.keep_freed_memory()`, fresh processes alternating
 Memory (CPU): peak RSS growth over a baseline taken right before that contender's first run, in a fresh
 subprocess per contender (`--memory`), since peak RSS never goes down.
 """
@@ -210,6 +211,45 @@ def cpu_memory(backbones: list[str], sizes: list[tuple[int, int]]) -> None:
             print(f"  {backbone:<20}{size[0]}x{size[1]:<5} " + "; ".join(cells), flush=True)
 
 
+def malloc_case(backbone: str, size: tuple[int, int], mode: str, calls: int = 5) -> dict:
+    """Median seconds of keypoint transfer (after a warm-up call) and peak RSS of a fresh process, with glibc's
+    default malloc (``default``) or after `mmnet.keep_freed_memory` (``keep``, what the command line does)."""
+    if mode == "keep" and not mmnet.keep_freed_memory():
+        raise SystemExit("keep_freed_memory needs glibc")
+    matcher = _matcher(backbone, size, "cpu")
+    (src,), (tgt,), kpts = _inputs(size, 1)
+    with torch.inference_mode():
+        t = interleave({"kp": lambda: matcher.match(src, tgt, kpts)}, calls, "cpu")["kp"]
+    return {"seconds": t, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def cpu_malloc(backbones: list[str], size: tuple[int, int], rounds: int) -> None:
+    print(
+        f"\n== malloc: keypoint transfer, {size[0]}x{size[1]}, fresh processes alternating default / keep "
+        f"({rounds} each; each the median of 5 calls), medians ==\n  keep = mmnet.keep_freed_memory(), which the "
+        "command line calls"
+    )
+    for backbone in backbones:
+        runs: dict[str, list[dict]] = {"default": [], "keep": []}
+        for _ in range(rounds):
+            for mode, results in runs.items():
+                case = f"{backbone}:{size[0]}x{size[1]}:{mode}"
+                out = subprocess.run(
+                    [sys.executable, __file__, "--malloc-case", case, "--threads", str(torch.get_num_threads())],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        ms = {m: statistics.median(r["seconds"] for r in rs) * 1e3 for m, rs in runs.items()}
+        peak = {m: statistics.median(r["peak_mib"] for r in rs) for m, rs in runs.items()}
+        print(
+            f"  {backbone:<20}default {ms['default']:6.0f} ms, peak {peak['default']:5.0f} MiB   keep "
+            f"{ms['keep']:6.0f} ms, peak {peak['keep']:5.0f} MiB   keep / default {ms['keep'] / ms['default']:.2f}x",
+            flush=True,
+        )
+
+
 def gpu(backbones: list[str], size: tuple[int, int], repeats: int, batches: list[int], compile_: bool) -> None:
     """pairs/s of keypoint transfer and dense flow at several batch sizes, fp32 / bf16 autocast / compiled."""
     device = "cuda"
@@ -268,17 +308,22 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--radius", type=int, default=3, help="coarse-to-fine search radius")
     p.add_argument(
-        "--sections", nargs="+", default=["head", "batch", "flow", "variants", "memory"], help="CPU sections to run"
+        "--sections",
+        nargs="+",
+        default=["head", "batch", "flow", "variants", "memory", "malloc"],
+        help="CPU sections to run",
     )
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow first call)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128], help="GPU batch sizes")
     p.add_argument("--memory-case", help=argparse.SUPPRESS)
+    p.add_argument("--malloc-case", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.memory_case:
-        backbone, size, mode = args.memory_case.split(":")
-        print(json.dumps(memory_case(backbone, _size(size), mode)))
-        return
+    for case, run in ((args.memory_case, memory_case), (args.malloc_case, malloc_case)):
+        if case:
+            backbone, size, mode = case.split(":")
+            print(json.dumps(run(backbone, _size(size), mode)))
+            return
     print(
         f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
@@ -297,6 +342,8 @@ def main() -> None:
         cpu_variants(args.backbones[0], args.size, args.repeats, args.compile)
     if "memory" in args.sections:
         cpu_memory(args.backbones, args.memory_sizes)
+    if "malloc" in args.sections:
+        cpu_malloc(args.backbones, args.size, max(3, args.repeats // 2))
 
 
 if __name__ == "__main__":

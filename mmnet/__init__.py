@@ -14,6 +14,7 @@ from .errors import CheckpointError, DatasetError, InputError, MMNetError, Unkno
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .allocator import keep_freed_memory
     from .matching.base import BaseMatcher, FlowResult, MatchResult, warp_image
     from .matching.mmnet import Matcher
     from .matching.readouts import ReadoutConfig
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "keep_freed_memory": "mmnet.allocator",
     **dict.fromkeys(["BaseMatcher", "FlowResult", "MatchResult", "warp_image"], "mmnet.matching.base"),
     "Matcher": "mmnet.matching.mmnet",
     "ReadoutConfig": "mmnet.matching.readouts",
@@ -87,6 +89,7 @@ __all__ = [
     "create_matcher",
     "create_model",
     "from_pretrained",
+    "keep_freed_memory",
     "list_backbones",
     "list_models",
     "mmnet_loss",

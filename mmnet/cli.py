@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import allocator
 from .defaults import DEFAULT_WEIGHTS
 from .errors import InputError, MMNetError
 
@@ -723,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     if "func" not in args:  # `mmnet train` is a placeholder until its options are loaded; cannot happen otherwise
         return 2
+    allocator.command_line_default()
     try:
         return int(args.func(args) or 0)
     except MMNetError as exc:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from mmnet import allocator
 from mmnet.errors import InputError, MMNetError
 from mmnet.train.pairs import Augment, CsvPairs, MixedPairs, SupervisedPairs, default_data_root
 from mmnet.train.synthetic import SyntheticPairs, WarpConfig
@@ -230,6 +231,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    allocator.command_line_default()
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return run(args)
