@@ -315,9 +315,14 @@ def main() -> None:
     )
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow first call)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128], help="GPU batch sizes")
+    p.add_argument(
+        "--keep-freed-memory", action="store_true", help="call mmnet.keep_freed_memory() first, as the CLI does"
+    )
     p.add_argument("--memory-case", help=argparse.SUPPRESS)
     p.add_argument("--malloc-case", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.keep_freed_memory and not mmnet.keep_freed_memory():
+        raise SystemExit("--keep-freed-memory needs glibc")
     torch.set_num_threads(args.threads)
     for case, run in ((args.memory_case, memory_case), (args.malloc_case, malloc_case)):
         if case:
@@ -327,7 +332,8 @@ def main() -> None:
     print(
         f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} CPUs, "
-        f"{NUM_KEYPOINTS} keypoints, random weights, {time.strftime('%Y-%m-%d')}"
+        f"{NUM_KEYPOINTS} keypoints, random weights, malloc {'kept' if args.keep_freed_memory else 'glibc default'}, "
+        f"{time.strftime('%Y-%m-%d')}"
     )
     if args.device.startswith("cuda"):
         gpu(args.backbones, args.size, args.repeats, args.batches, args.compile)
