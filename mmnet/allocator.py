@@ -23,15 +23,17 @@ from .checks import check_int
 # glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+#: The largest mmap threshold that glibc versions capping it accept on 64-bit systems (HEAP_MAX_SIZE / 2).
+_CLASSIC_MMAP_CAP_MIB = 32
 
 
 def keep_freed_memory(mmap_threshold_mib: int = 256, trim_threshold_mib: int = 1024) -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of returning it to the operating system.
 
-    Allocations up to `mmap_threshold_mib` come from malloc's heap instead of their own ``mmap``, and up to
-    `trim_threshold_mib` of free memory at the top of the heap is kept. Process-wide and not undoable; call it
-    once, early. Returns True when applied, False where the C library is not glibc (macOS, Windows, musl-based
-    Linux): nothing changes there.
+    Allocations up to `mmap_threshold_mib` come from malloc's heap instead of their own ``mmap`` (glibc versions
+    that cap this threshold get their cap, 32 MiB), and up to `trim_threshold_mib` of free memory at the top of
+    the heap is kept. Process-wide and not undoable; call it once, early. Returns True when applied, False where
+    the C library is not glibc (macOS, Windows, musl-based Linux): nothing changes there.
     """
     check_int("mmap_threshold_mib", mmap_threshold_mib, min=1, max=2047)
     check_int("trim_threshold_mib", trim_threshold_mib, min=1, max=2047)
@@ -39,7 +41,9 @@ def keep_freed_memory(mmap_threshold_mib: int = 256, trim_threshold_mib: int = 1
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    applied = mallopt(_M_MMAP_THRESHOLD, mmap_threshold_mib << 20)
+    applied = mallopt(_M_MMAP_THRESHOLD, mmap_threshold_mib << 20) or mallopt(
+        _M_MMAP_THRESHOLD, min(mmap_threshold_mib, _CLASSIC_MMAP_CAP_MIB) << 20
+    )
     return bool(applied and mallopt(_M_TRIM_THRESHOLD, trim_threshold_mib << 20))
 
 

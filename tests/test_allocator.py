@@ -74,3 +74,21 @@ def test_the_command_lines_keep_freed_memory_unless_told_not_to(monkeypatch, cap
     with pytest.raises(SystemExit):
         train_cli.main(["--help"])  # the fine-tuning examples' entry point
     assert len(seen) == 2 * calls
+
+
+def test_a_glibc_that_caps_the_mmap_threshold_gets_its_cap(monkeypatch):
+    calls = []
+
+    class Mallopt:
+        def __call__(self, param, value):
+            calls.append((param, value))
+            return int(not (param == -3 and value > 32 << 20))  # M_MMAP_THRESHOLD above 32 MiB refused
+
+    class Libc:
+        mallopt = Mallopt()
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("glibc", "2.31"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert allocator.keep_freed_memory() is True
+    assert calls == [(-3, 256 << 20), (-3, 32 << 20), (-1, 1024 << 20)]
