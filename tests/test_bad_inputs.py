@@ -1323,6 +1323,25 @@ def test_keypoints_are_transferred_in_chunks(tmp_path: Path) -> None:
     torch.testing.assert_close(chunked.scores, whole.scores, rtol=0, atol=1e-5)
 
 
+def test_default_keypoint_steps_follow_the_row_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `chunk_size`, a step takes as many points as keep its rows within ROW_BUDGET floats (here: one
+    point per step), with the same answer as one step."""
+    import mmnet.matching.mmnet as matching
+
+    src, tgt = torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(0)), torch.rand(3, 50, 70)
+    points = torch.rand(40, 2) * torch.tensor([79.0, 59.0])
+    whole = matcher(chunk_size=4096).match(src, tgt, points)
+    stepped = matcher()
+    calls = []
+    rows = stepped.model.correlation_rows
+    monkeypatch.setattr(stepped.model, "correlation_rows", lambda *a: calls.append(1) or rows(*a))
+    monkeypatch.setattr(matching, "ROW_BUDGET", 1)
+    result = stepped.match(src, tgt, points)
+    assert len(calls) == 40
+    torch.testing.assert_close(result.keypoints, whole.keypoints, rtol=0, atol=1e-4)
+    torch.testing.assert_close(result.scores, whole.scores, rtol=0, atol=1e-5)
+
+
 def test_save_pretrained_leaves_no_half_written_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = mmnet.save_pretrained(tiny_model(), tmp_path / "ckpt")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

@@ -26,6 +26,10 @@ from .transport import gather_rows, transport_table
 
 #: The smallest input side: one cell at the coarsest (stride 32) level.
 MIN_INPUT_SIDE = 32
+#: Floats of correlation rows per keypoint step when `chunk_size` is not given (64 MiB).
+ROW_BUDGET = 1 << 24
+#: Source cells per step of dense flow when `chunk_size` is not given.
+FLOW_CHUNK = 2048
 
 
 def create_mmnet(name: str, pretrained: bool = False, pretrained_backbone: bool = False, **config: Any) -> MMNet:
@@ -58,7 +62,8 @@ class Matcher(CheckpointMatcher):
         input_size: (H, W) the images are resized to (default: the checkpoint's).
         amp: autocast on CUDA (bfloat16 where supported, else float16); default on for CUDA, except with the
             official readout, which runs in float32 like the official test.
-        chunk_size: source cells per step in dense flow, and keypoints per step in `match`.
+        chunk_size: source cells per step in dense flow (default 2048), and keypoints per step in `match`
+            (default: as many as keep each step's rows of the read level within 64 MiB: 936 at 224 x 320, level 3).
         micro_batch: pairs per network forward in `match_batch` / `flow_batch` (default: 1 on the CPU, where
             larger batches made each image slower (see docs/benchmarks.md), all pairs at once on a GPU).
         pair_batch: run each pair's source and target through the network as one batch (default). False runs
@@ -84,7 +89,7 @@ class Matcher(CheckpointMatcher):
         preset: str | None = None,
         input_size: tuple[int, int] | None = None,
         amp: bool | None = None,
-        chunk_size: int = 2048,
+        chunk_size: int | None = None,
         micro_batch: int | None = None,
         pair_batch: bool = True,
         flow_search: str = "exact",
@@ -100,7 +105,7 @@ class Matcher(CheckpointMatcher):
         check_keys("keyword argument(s) of Matcher", readout, [f.name for f in fields(ReadoutConfig)])
         if amp is not None:
             check_bool("amp", amp)
-        self.chunk_size = check_int("chunk_size", chunk_size, min=1)
+        self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, min=1)
         self.micro_batch = None if micro_batch is None else check_int("micro_batch", micro_batch, min=1)
         self.pair_batch = check_bool("pair_batch", pair_batch)
         self.flow_search = check_choice("flow_search", flow_search, ("exact", "coarse-to-fine"))
@@ -165,8 +170,12 @@ class Matcher(CheckpointMatcher):
         if self.readout.method != "ot":
             return None
         return transport_table(
-            self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size, self.chunk_size
+            self.model, src_feats, tgt_feats, self._level, self.readout, self.preprocess.size, self._flow_chunk
         )
+
+    @property
+    def _flow_chunk(self) -> int:
+        return self.chunk_size or FLOW_CHUNK
 
     def _steps(self, count: int) -> list[slice]:
         """The pairs of each network forward: `micro_batch` at a time (default 1 on the CPU, all on a GPU)."""
@@ -195,18 +204,23 @@ class Matcher(CheckpointMatcher):
             src_feats, tgt_feats = self.model.pair_features(src, tgt, self._level, batched=self.pair_batch)
             src_grid, tgt_grid = src_feats[self._level].shape[-2:], tgt_feats[self._level].shape[-2:]
             table = self._transport(src_feats, tgt_feats)
-            read = []
             # `chunk_size` points per step: the correlation rows of all points at once would need
-            # 4 x N x (target cells) floats (18 GB for a million points)
-            for chunk in pixels_to_grid(padded, size, src_grid, conv).split(self.chunk_size, dim=1):
-                cells, weights = bilinear_cells(chunk, src_grid)
+            # 4 x N x (target cells) floats (18 GB for a million points). The answers go into tensors allocated
+            # before the loop, so that no small tensor outlives a step between its large temporaries (with
+            # glibc, such survivors kept the heap from being reused: memory grew with the number of steps).
+            grid_xy = torch.empty(len(points), n, 2, device=self.device)
+            scores = torch.empty(len(points), n, device=self.device)
+            grid_points = pixels_to_grid(padded, size, src_grid, conv)
+            per_step = self.chunk_size or max(1, ROW_BUDGET // (4 * tgt_grid[0] * tgt_grid[1]))  # 4: bilinear
+            for start in range(0, n, per_step):
+                step = slice(start, start + per_step)
+                cells, weights = bilinear_cells(grid_points[:, step], src_grid)
                 rows = (
                     self.model.correlation_rows(src_feats, tgt_feats, cells.flatten(1), self._level)[-1]
                     if table is None
                     else gather_rows(table, cells.flatten(1))
                 )
-                read.append(read_scores(blend_rows(rows, weights), self.readout))
-            grid_xy, scores = torch.cat([r[0] for r in read], 1), torch.cat([r[1] for r in read], 1)
+                grid_xy[:, step], scores[:, step] = read_scores(blend_rows(rows, weights), self.readout)
         target = self._to_target_pixels(grid_xy, tgt_grid, tgt_sizes)
         return [MatchResult(target[i, : len(p)].cpu(), scores[i, : len(p)].cpu()) for i, p in enumerate(points)]
 
@@ -219,7 +233,7 @@ class Matcher(CheckpointMatcher):
             all_cells = torch.arange(h * w, device=self.device).expand(len(src), -1)
             if self.flow_search == "coarse-to-fine":
                 windows, origin = coarse_to_fine.search(
-                    src_feats, tgt_feats, self._level, self.search_radius, self.chunk_size
+                    src_feats, tgt_feats, self._level, self.search_radius, self._flow_chunk
                 )
                 xy, conf = read_scores(windows, self.readout)
                 read = [(xy + origin.flip(-1).to(xy.dtype), conf)]
@@ -232,7 +246,7 @@ class Matcher(CheckpointMatcher):
                         else gather_rows(table, chunk),
                         self.readout,
                     )
-                    for chunk in all_cells.split(self.chunk_size, dim=1)
+                    for chunk in all_cells.split(self._flow_chunk, dim=1)
                 ]
         target = self._to_target_pixels(torch.cat([r[0] for r in read], 1), tgt_grid, tgt_sizes)
         cell_maps = torch.cat([target.transpose(1, 2), torch.cat([r[1] for r in read], 1)[:, None]], 1)
